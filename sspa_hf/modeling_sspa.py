@@ -128,7 +128,9 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         self.resnet = ResNetModel(config.backbone_config)
         self.arm = None
         if config.backbone == "arm":
-            self.arm = ARMFeature(config.backbone_config.hidden_sizes[-1], config.arm_feature_side(), config.arm_momentum)
+            self.arm = ARMFeature(
+                config.backbone_config.hidden_sizes[-1], config.arm_feature_side(), config.arm_momentum
+            )
         self.moe = MixtureOfExperts(config.feature_dim, config.num_labels, config.num_experts)
         self.post_init()
 

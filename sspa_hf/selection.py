@@ -127,9 +127,8 @@ class SampleSelector:
             for source in sorted(set(self.sources[aux.numpy()])):
                 members = aux & torch.as_tensor(self.sources == source)
                 stats[f"selection/aux_clean_ratio/{source}"] = float(self.clean[members].float().mean())
-        stats["selection/target_clean_ratio"] = float(self.clean[self.is_target].float().mean()) if (
-            self.is_target.any()
-        ) else 1.0
+        if self.is_target.any():
+            stats["selection/target_clean_ratio"] = float(self.clean[self.is_target].float().mean())
         for i in range(self.num_experts):
             stats[f"selection/mean_tau/expert_{i}"] = float(self.tau[:, i].mean())
         stats.update(self.quality())

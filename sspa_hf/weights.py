@@ -94,7 +94,8 @@ def load_backbone_weights(model: SSPAForImageClassification, path: str | Path) -
         if _HEAD_KEY.match(key):
             report.dropped_head.append(key)
             continue
-        name = key.removeprefix("resnet.") if key.removeprefix("resnet.") in target else torchvision_to_transformers(key)
+        bare = key.removeprefix("resnet.")  # a transformers ResNet state dict needs no conversion
+        name = bare if bare in target else torchvision_to_transformers(key)
         if name is None or name not in target:
             unexpected.append(key)
         else:
@@ -111,10 +112,10 @@ def load_backbone_weights(model: SSPAForImageClassification, path: str | Path) -
             if keys:
                 more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{more}")
+        layout = model.config.backbone_config
         raise UserInputError(
             f"backbone weights: {path} does not fit the configured backbone "
-            f"(hidden_sizes={model.config.backbone_config.hidden_sizes}, depths={model.config.backbone_config.depths}): "
-            + "; ".join(parts)
+            f"(hidden_sizes={layout.hidden_sizes}, depths={layout.depths}): " + "; ".join(parts)
         )
     model.resnet.load_state_dict({name: value for name, (_, value) in converted.items()}, strict=True)
     report.loaded = sorted(converted)

@@ -123,5 +123,5 @@ def test_state_round_trip_and_size_mismatch(tmp_path):
     bigger = _selector(labels=np.zeros(5, int), is_target=np.zeros(5, bool), sources=["a"] * 5)
     with pytest.raises(ValueError, match="4 samples"):
         bigger.load(tmp_path)
-    with pytest.raises(FileNotFoundError, match="selection_state.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"selection_state\.safetensors"):
         other.load(tmp_path / "nowhere")

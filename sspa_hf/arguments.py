@@ -1,0 +1,111 @@
+"""Command-line / recipe arguments: model, data, and SSPA-JT training (a `TrainingArguments` subclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .pairing import ALLOCATIONS
+
+
+@dataclass
+class ModelArguments:
+    """Which network to build (or load) and which pretrained weights go into its backbone."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Start from a saved SSPA model (local folder or Hub id) instead of building one."},
+    )
+    backbone: str = field(default="resnet", metadata={"help": "Feature extractor: 'resnet' or 'arm'."})
+    num_experts: int = field(default=3, metadata={"help": "k, experts of the MoE head (1 = plain linear classifier)."})
+    image_size: int = field(default=224, metadata={"help": "Square input side in pixels."})
+    backbone_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A transformers ResNet (Hub id such as microsoft/resnet-18, or folder) for config+weights."},
+    )
+    backbone_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "A torchvision-style ResNet state dict (.pth/.pt/.safetensors; bare, {'state_dict': ...} or "
+            "'module.'-prefixed), e.g. ResNet-18 pretrained on MS-Celeb-1M. Loaded strictly."
+        },
+    )
+    backbone_layer_type: str = field(
+        default="basic", metadata={"help": "ResNet block type: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50+)."}
+    )
+    backbone_depths: list[int] = field(
+        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "ResNet blocks per stage (ResNet-18: 2 2 2 2)."}
+    )
+    backbone_hidden_sizes: list[int] = field(
+        default_factory=lambda: [64, 128, 256, 512], metadata={"help": "ResNet channels per stage."}
+    )
+    backbone_embedding_size: int = field(default=64, metadata={"help": "ResNet stem channels."})
+    image_mean: list[float] = field(
+        default_factory=lambda: [0.485, 0.456, 0.406], metadata={"help": "Normalisation mean (RGB)."}
+    )
+    image_std: list[float] = field(
+        default_factory=lambda: [0.229, 0.224, 0.225], metadata={"help": "Normalisation std (RGB)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Target and auxiliary data sets, as `FORMAT:PATH[?options]` specs or `sspa-prepare` folders."""
+
+    target_dataset: str = field(
+        default="synthetic:?role=target",
+        metadata={"help": "Target data set spec, e.g. rafdb:/data/RAF-DB or a folder written by sspa-prepare."},
+    )
+    auxiliary_dataset: str | None = field(
+        default=None, metadata={"help": "Auxiliary data set spec (its train split is used), e.g. affectnet:/data/AN."}
+    )
+    auxiliary_fraction: float = field(
+        default=1.0, metadata={"help": "Fraction p of the auxiliary train split to use (seeded by --seed)."}
+    )
+    auxiliary_stratified: bool = field(
+        default=False, metadata={"help": "Draw the auxiliary fraction per class instead of uniformly."}
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Evaluation data set spec; default: the target spec."}
+    )
+    eval_split: str = field(default="test", metadata={"help": "Split of the evaluation data set to evaluate on."})
+    crop_padding: float = field(
+        default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
+    )
+
+
+@dataclass
+class SSPATrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus SSPA-JT's hyperparameters and the Table 5 ablation switches."""
+
+    selection_epochs: int = field(
+        default=40, metadata={"help": "T_S: epochs of the sample-selection stage; the partition is frozen after."}
+    )
+    ema_momentum: float = field(default=0.95, metadata={"help": "eta of the threshold EMA (Eq. 3)."})
+    mixup_alpha: float = field(default=5.0, metadata={"help": "alpha of lambda ~ Beta(alpha, beta) (Eq. 5)."})
+    mixup_beta: float = field(default=1.0, metadata={"help": "beta of lambda ~ Beta(alpha, beta) (Eq. 5)."})
+    allocation: str = field(
+        default="exact", metadata={"help": f"Eq. 8 solver: one of {ALLOCATIONS} ('slsqp' is the paper's)."}
+    )
+    use_selection: bool = field(default=True, metadata={"help": "SSM: select clean auxiliary samples."})
+    fix_target: bool = field(default=True, metadata={"help": "D_T fixed: target samples are always clean."})
+    use_pairing: bool = field(
+        default=True, metadata={"help": "PAM: mix noisy samples into clean partners after the SS stage."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if self.mixup_alpha <= 0 or self.mixup_beta <= 0:
+            raise ValueError(f"mixup_alpha and mixup_beta must be > 0, got {self.mixup_alpha}, {self.mixup_beta}")
+        if self.selection_epochs < 0:
+            raise ValueError(f"selection_epochs must be >= 0, got {self.selection_epochs}")
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")

@@ -1,0 +1,199 @@
+"""sspa-train: train an SSPA-JT model from a YAML/JSON recipe (flags override it), evaluate it, report, push.
+
+sspa-train recipes/quickstart.yaml
+sspa-train recipes/rafdb_affectnet10_resnet18.yaml --num_train_epochs 40 --output_dir runs/short
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m sspa_hf.commands.train RECIPE
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from transformers import HfArgumentParser, set_seed
+from transformers.utils import logging as hf_logging
+
+from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
+from ..errors import UserInputError
+from . import run_command
+
+logger = logging.getLogger("sspa_hf.train")
+RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe; `extends: other.yaml` (relative to it) is read first and overridden key by key."""
+    if not path.is_file():
+        raise UserInputError(f"recipe {path} not found")
+    if path.resolve() in _seen:
+        raise UserInputError(f"recipe {path} extends itself (through {' -> '.join(map(str, _seen))})")
+    try:
+        recipe = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"recipe {path} is not valid YAML/JSON: {exc}".replace("\n", " ")) from exc
+    if not isinstance(recipe, dict):
+        raise UserInputError(f"recipe {path} must be a mapping of argument names to values")
+    if "extends" in recipe:
+        base = load_recipe(path.parent / str(recipe.pop("extends")), (*_seen, path.resolve()))
+        recipe = {**base, **recipe}
+    return recipe
+
+
+def recipe_to_argv(path: Path) -> list[str]:
+    """Turn a recipe file into command-line flags, so flags given after it override it (argparse: last wins)."""
+    argv: list[str] = []
+    for key, value in load_recipe(path).items():
+        if value is None:  # `key: null` unsets what an extended recipe set
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, bool):
+            argv.append(str(value).lower())
+        elif isinstance(value, list):
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSPATrainingArguments]:
+    """Parse `[RECIPE] [--flag value ...]` into the three argument dataclasses."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, SSPATrainingArguments),
+        prog="sspa-train",
+        description="Train SSPA-JT: sample selection + paired augmentation joint training for facial expressions. "
+        "The first argument may be a YAML/JSON recipe whose keys are the flags below; flags after it override it.",
+        epilog="Example: sspa-train recipes/quickstart.yaml --num_train_epochs 4 --output_dir runs/try",
+    )
+    flags = argv
+    if argv and argv[0].endswith(RECIPE_SUFFIXES):
+        flags = recipe_to_argv(Path(argv[0])) + argv[1:]
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=flags)
+    except ValueError as exc:  # unknown keys, bad values from __post_init__
+        source = f"recipe {argv[0]}" if flags is not argv else "arguments"
+        raise UserInputError(f"{source}: {exc}") from exc
+    return model_args, data_args, training_args
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict[str, Any]:
+    """Build, train, evaluate on the target test split, write reports and the model card; return eval metrics."""
+    from ..build import build_datasets, build_model
+    from ..metrics import classification_metrics, compute_metrics
+    from ..modelcard import write_model_card
+    from ..plots import plot_confusion_matrix, write_training_report
+    from ..trainer import SSPATrainer
+
+    set_seed(args.seed)
+    model, processor = build_model(model_args)
+    train_set, eval_set = build_datasets(data_args, seed=args.seed)
+    trainer = SSPATrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+        crop_padding=data_args.crop_padding,
+    )
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    prediction = trainer.predict(eval_set, metric_key_prefix="eval")
+    full = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
+    trainer.log_metrics("eval", scalars)
+    trainer.save_metrics("eval", scalars)
+    output_dir = Path(args.output_dir)
+    if args.should_save:
+        (output_dir / "eval_metrics.json").write_text(json.dumps(full, indent=2))
+        plot_confusion_matrix(
+            np.array(full["confusion_matrix"]),
+            [model.config.id2label[i] for i in range(model.config.num_labels)],
+            output_dir / "confusion_matrix.png",
+            title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
+        )
+        write_training_report(output_dir, train_set)
+        trainer.model_card_info = model_card_info(model_args, data_args, args, full, trainer)
+        write_model_card(output_dir, trainer.model_card_info)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    summary = {**scalars, **trainer.selector.quality()}
+    if args.should_save:
+        print_summary(summary, output_dir)
+    return summary
+
+
+def model_card_info(model_args, data_args, args, metrics: dict, trainer) -> dict[str, Any]:
+    """What the model card says: setup, hyperparameters, metrics and selection statistics."""
+    return {
+        "model_name": args.hub_model_id or Path(args.output_dir).name,
+        "backbone": model_args.backbone,
+        "num_experts": model_args.num_experts,
+        "image_size": model_args.image_size,
+        "target_dataset": data_args.target_dataset,
+        "auxiliary_dataset": data_args.auxiliary_dataset,
+        "auxiliary_fraction": data_args.auxiliary_fraction if data_args.auxiliary_dataset else None,
+        "hyperparameters": {
+            "epochs": args.num_train_epochs,
+            "selection_epochs (T_S)": args.selection_epochs,
+            "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
+            "optimizer": f"{args.optim} {args.optim_args or ''}".strip(),
+            "learning rate": args.learning_rate,
+            "weight decay": args.weight_decay,
+            "scheduler": str(args.lr_scheduler_type),
+            "ema_momentum (eta)": args.ema_momentum,
+            "mixup alpha, beta": f"{args.mixup_alpha}, {args.mixup_beta}",
+            "allocation": args.allocation,
+            "use_selection / fix_target / use_pairing": f"{args.use_selection} / {args.fix_target} / "
+            f"{args.use_pairing}",
+            "seed": args.seed,
+        },
+        "metrics": metrics,
+        "selection_table_path": str(Path(args.output_dir) / "selection.parquet"),
+        "history": trainer.selector.history,
+    }
+
+
+def print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
+    """A short human-readable result block at the end of a run."""
+    rows = [
+        ("accuracy", "eval_accuracy"),
+        ("macro precision", "eval_macro_precision"),
+        ("macro recall", "eval_macro_recall"),
+        ("macro F1", "eval_macro_f1"),
+        ("selection precision", "selection/precision"),
+        ("selection recall", "selection/recall"),
+    ]
+    print(f"\nSSPA-JT results ({output_dir}):")
+    for name, key in rows:
+        if key in metrics:
+            print(f"  {name:<20} {100 * metrics[key]:6.2f} %")
+    print(f"  model folder         {output_dir} (pipeline('image-classification', model='{output_dir}'))")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command("sspa-train", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
+    model_args, data_args, training_args = parse_arguments(argv)
+    if training_args.should_log:
+        hf_logging.set_verbosity_warning()
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    train(model_args, data_args, training_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

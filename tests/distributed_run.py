@@ -1,0 +1,47 @@
+"""Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
+from sspa_hf.arguments import SSPATrainingArguments
+from sspa_hf.data import build_joint, load_source
+from sspa_hf.trainer import SSPATrainer
+
+TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
+
+
+def main(out: Path) -> None:
+    target = load_source("synthetic:?role=target&n=51")
+    auxiliary = load_source("synthetic:?role=auxiliary&n=50")
+    train_set = build_joint(target["train"], auxiliary["train"], seed=0)
+    torch.manual_seed(0)
+    model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48))
+    args = SSPATrainingArguments(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=16,
+        num_train_epochs=4,
+        selection_epochs=2,
+        learning_rate=0.05,
+        optim="sgd",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=1,
+    )
+    trainer = SSPATrainer(
+        model=model, args=args, train_dataset=train_set, processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3)
+    )
+    trainer.train()
+    state = {name: value.clone() for name, value in trainer.selector.state_dict().items()}
+    state["world_size"] = torch.tensor(trainer.accelerator.num_processes)
+    torch.save(state, out / f"rank{trainer.args.process_index}.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
