@@ -7,6 +7,7 @@ noisy samples by Mixup with clean partners (Algorithm 2), loss over the whole ne
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image", "label", "is_target", "sample_index", "source")
 SELECTION_TABLE = "selection.parquet"
+SELECTION_HISTORY = "selection_history.json"
 
 
 class SSPATrainer(Trainer):
@@ -187,7 +189,9 @@ class SSPATrainer(Trainer):
         output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
         self._check_ranks_agree()
         if self.args.should_save:
-            self.write_selection_table(Path(self.args.output_dir) / SELECTION_TABLE)
+            output_dir = Path(self.args.output_dir)
+            self.write_selection_table(output_dir / SELECTION_TABLE)
+            (output_dir / SELECTION_HISTORY).write_text(json.dumps(self.selector.history, indent=1))
         return output
 
     def _check_ranks_agree(self) -> None:

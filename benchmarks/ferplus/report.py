@@ -1,0 +1,167 @@
+"""Summarise the FERPlus benchmark runs as Markdown tables (for docs/RESULTS.md).
+
+    python benchmarks/ferplus/report.py [--runs benchmarks/out/ferplus/runs] [--output report.md]
+
+Per arm: accuracy and macro precision / recall / F1 (mean and half-range over seeds), per-class recall; selection
+quality against the ground truth (an auxiliary face is consistent iff its FER2013 label equals its FERPlus label)
+overall, per class and over the selection epochs; PAM mixtures created per class; wall time per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sspa_hf.labels import EXPRESSIONS
+
+ORDER = [
+    "target_only",
+    "straight",
+    "sspa",
+    "ssm",
+    "ssm_dt",
+    "ssm_dt_moe",
+    "ssm_dt_pam",
+    "perfect_selection",
+    "oracle",
+]
+
+
+def runs_of(root: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for metrics in sorted(root.glob("*/seed*/eval_metrics.json")):
+        found.setdefault(metrics.parent.parent.name, []).append(metrics.parent)
+    return dict(sorted(found.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
+
+
+def pct(values: list[float]) -> str:
+    values = 100 * np.asarray(values)
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} ± {(values.max() - values.min()) / 2:.2f}"
+
+
+def metrics_table(runs: dict[str, list[Path]]) -> str:
+    head = "| arm | seeds | accuracy | macro P | macro R | macro F1 | " + " | ".join(f"R {n}" for n in EXPRESSIONS)
+    lines = [head + " | min/run |", "|" + "---|" * (7 + len(EXPRESSIONS))]
+    for arm, folders in runs.items():
+        metrics = [json.loads((f / "eval_metrics.json").read_text()) for f in folders]
+        minutes = [
+            json.loads((f / "timing.json").read_text())["wall_seconds"] / 60
+            for f in folders
+            if (f / "timing.json").is_file()
+        ]
+        cells = [pct([m[k] for m in metrics]) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")]
+        cells += [pct([m[f"recall/{n}"] for m in metrics]) for n in EXPRESSIONS]
+        seeds = ",".join(f.name.removeprefix("seed") for f in folders)
+        lines.append(f"| {arm} | {seeds} | " + " | ".join(cells) + f" | {np.mean(minutes):.1f} |")
+    return "\n".join(lines)
+
+
+def selection_quality(folder: Path) -> pd.DataFrame:
+    """Precision / recall / F1 of the final clean set per auxiliary (FER2013) class and overall."""
+    table = pd.read_parquet(folder / "selection.parquet")
+    aux = table[~table.is_target]
+    rows = []
+    for name, part in [*((n, aux[aux.label == c]) for c, n in enumerate(EXPRESSIONS)), ("all", aux)]:
+        consistent = part.label == part.reference_label
+        hits = int((consistent & part.clean).sum())
+        precision = hits / max(int(part.clean.sum()), 1)
+        recall = hits / max(int(consistent.sum()), 1)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(
+            {
+                "aux class": name,
+                "faces": len(part),
+                "consistent": int(consistent.sum()),
+                "kept": int(part.clean.sum()),
+                "precision": precision,
+                "recall": recall,
+                "F1": f1,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def history_table(folder: Path) -> str:
+    history = json.loads((folder / "selection_history.json").read_text())
+    frame = pd.DataFrame(
+        [
+            {
+                "epoch": int(h["epoch"]),
+                "aux clean ratio": h.get("selection/aux_clean_ratio", float("nan")),
+                "precision": h.get("selection/precision", float("nan")),
+                "recall": h.get("selection/recall", float("nan")),
+                "F1": h.get("selection/f1", float("nan")),
+                "mean tau (expert 0)": h.get("selection/mean_tau/expert_0", float("nan")),
+            }
+            for h in history
+        ]
+    )
+    return markdown(frame)
+
+
+def created_table(runs: dict[str, list[Path]]) -> str:
+    lines = ["| arm | seed | " + " | ".join(EXPRESSIONS) + " |", "|" + "---|" * (2 + len(EXPRESSIONS))]
+    for arm, folders in runs.items():
+        for folder in folders:
+            history = json.loads((folder / "selection_history.json").read_text())
+            last = history[-1] if history else {}
+            counts = [int(last.get(f"pairing/created/class_{c}", 0)) for c in range(len(EXPRESSIONS))]
+            if sum(counts):
+                lines.append(f"| {arm} | {folder.name} | " + " | ".join(map(str, counts)) + " |")
+    return "\n".join(lines)
+
+
+def gap_closure(runs: dict[str, list[Path]]) -> str:
+    def mean(arm: str, key: str) -> float | None:
+        if arm not in runs:
+            return None
+        return float(np.mean([json.loads((f / "eval_metrics.json").read_text())[key] for f in runs[arm]]))
+
+    lines = []
+    for key in ("accuracy", "macro_f1"):
+        straight, sspa, perfect = (mean(a, key) for a in ("straight", "sspa", "perfect_selection"))
+        if None not in (straight, sspa, perfect) and perfect != straight:
+            share = (sspa - straight) / (perfect - straight)
+            lines.append(
+                f"- {key}: straight {100 * straight:.2f}, SSPA-JT {100 * sspa:.2f}, perfect selection "
+                f"{100 * perfect:.2f}: SSPA-JT closes {100 * share:.0f} % of the gap."
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("benchmarks/out/ferplus/runs"))
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    runs = runs_of(args.runs)
+    parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
+    for arm in ("sspa", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
+        for folder in runs.get(arm, []):
+            parts += [f"### Selection quality: {arm} {folder.name}", markdown(selection_quality(folder)), ""]
+    if "sspa" in runs:
+        parts += [f"### Selection over the epochs: sspa {runs['sspa'][0].name}", history_table(runs["sspa"][0]), ""]
+    parts += ["### PAM mixtures created per class (whole PA stage)", created_table(runs), ""]
+    text = "\n".join(parts)
+    if args.output:
+        args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

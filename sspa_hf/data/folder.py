@@ -1,0 +1,99 @@
+"""Generic image-folder trees: `ROOT/<class>/*` (one `train` split) or `ROOT/<split>/<class>/*`.
+
+Class folder names are matched to the canonical classes by common spellings (angry, happy, sad, surprised, ...), or
+by an explicit `label_map=folder1:ours1,folder2:ours2` (`ours` may be `drop`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sspa_hf.data.schema import (
+    SPLIT_ALIASES,
+    RawSource,
+    ReadContext,
+    finish,
+    list_dirs,
+    list_images,
+    make_split,
+    require_dir,
+)
+from sspa_hf.data.spec import Options, parse_label_map
+from sspa_hf.errors import UserInputError
+from sspa_hf.labels import EXPRESSIONS, LABEL2ID
+
+#: Spellings of the canonical classes met in folder and label names (lower case).
+NAME_SYNONYMS: dict[str, str] = {
+    **{name: name for name in EXPRESSIONS},
+    "angry": "anger",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "surprised": "surprise",
+}
+LAYOUT = "imagefolder: ROOT/<class>/<image> or ROOT/{train,validation,test}/<class>/<image>"
+
+
+def name_to_id(name: str, label_map: dict[str, str | None] | None) -> int | None:
+    """Canonical id of a native class name, None to drop it; raises KeyError for an unknown name."""
+    if label_map is not None:
+        lowered = {key.lower(): value for key, value in label_map.items()}
+        if name in label_map:
+            target = label_map[name]
+        elif name.lower() in lowered:
+            target = lowered[name.lower()]
+        else:
+            raise KeyError(name)
+        return None if target is None else LABEL2ID[target]
+    return LABEL2ID[NAME_SYNONYMS[name.lower()]]
+
+
+def read_imagefolder(path: Path, options: Options, ctx: ReadContext) -> RawSource:
+    """Read an image-folder tree. Option `label_map` maps folder names onto ours."""
+    map_text = options.text("label_map")
+    options.done()
+    label_map = parse_label_map(map_text, f"dataset spec {options.spec.text!r}") if map_text else None
+    require_dir(path, "imagefolder", LAYOUT)
+    subdirs = list_dirs(path)
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
+    if split_dirs:
+        others = [d for d in subdirs if d not in split_dirs]
+        if others:
+            raise UserInputError(
+                f"imagefolder: {others[0]} is not a split folder next to {split_dirs[0].name}/ "
+                f"(expected layout: {LAYOUT})"
+            )
+        layout = [(SPLIT_ALIASES[d.name.lower()], d) for d in split_dirs]
+    else:
+        layout = [("train", path)]
+    splits, dropped = {}, {}
+    for split, split_dir in layout:
+        cols: dict[str, list] = {"image": [], "label": [], "id": []}
+        counts: dict[str, int] = {}
+        for class_dir in list_dirs(split_dir):
+            try:
+                label = name_to_id(class_dir.name, label_map)
+            except KeyError:
+                hint = "add it to label_map" if label_map else "give label_map=folder:ours,..."
+                raise UserInputError(
+                    f"imagefolder: unknown class folder {class_dir} (known: {', '.join(EXPRESSIONS)}; {hint})"
+                ) from None
+            images = list_images(class_dir)
+            if label is None:
+                counts[class_dir.name] = counts.get(class_dir.name, 0) + len(images)
+                continue
+            for image in images:
+                cols["image"].append(str(image))
+                cols["label"].append(label)
+                cols["id"].append(image.relative_to(path).as_posix())
+        if not cols["id"]:
+            raise UserInputError(f"imagefolder: no images found in class folders of {split_dir} (layout: {LAYOUT})")
+        n = len(cols["id"])
+        cols.update(source=[path.name or "imagefolder"] * n, reference_label=[-1] * n)
+        splits[split] = make_split(cols, None, f"imagefolder {split}")
+        dropped[split] = counts
+    return RawSource(name="imagefolder", splits=finish(splits), dropped=dropped)

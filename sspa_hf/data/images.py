@@ -1,0 +1,108 @@
+"""Reading, converting and encoding face images, with errors that name the file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from sspa_hf.errors import UserInputError
+
+#: Formats whose pixels are exact; a face cut from one is stored as PNG, from any other as JPEG.
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM", "PGM"})
+ORIENTATION = 0x0112  # the EXIF orientation tag
+
+
+class BadImageError(Exception):
+    """An image that cannot be read: `name` says which, `reason` why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"cannot read image {name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def image_name(value: dict[str, Any] | None, fallback: str) -> str:
+    """The file an `Image(decode=False)` value came from, or `fallback` (e.g. the row id) for in-memory bytes."""
+    if value and value.get("path"):
+        return str(value["path"])
+    return fallback
+
+
+def read_bytes(value: dict[str, Any] | None, name: str) -> bytes:
+    """The encoded bytes of an `Image(decode=False)` value, read from its path when it holds none."""
+    if value is None:
+        raise BadImageError(name, "no image")
+    data = value.get("bytes")
+    if data is not None:
+        return data
+    path = value.get("path")
+    if not path:
+        raise BadImageError(name, "no image")
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadImageError(name, "file not found") from None
+    except OSError as err:
+        raise BadImageError(name, str(err)) from None
+
+
+def decode(data: bytes, name: str) -> Image.Image:
+    """Decode image bytes fully (so truncated files fail here, not later), upright by their EXIF orientation.
+
+    `format` holds the file format; `info["reoriented"]` is True when the EXIF orientation turned the pixels (as
+    `datasets.Image` and the transformers pipelines also do).
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        if image.getexif().get(ORIENTATION, 1) != 1:
+            ImageOps.exif_transpose(image, in_place=True)
+            image.info["reoriented"] = True
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImageError(name, str(err) or type(err).__name__) from None
+    return image
+
+
+def open_image(value: dict[str, Any] | None, name: str) -> Image.Image:
+    """Decode an `Image(decode=False)` value; a bad image raises UserInputError naming the file."""
+    try:
+        return decode(read_bytes(value, name), name)
+    except BadImageError as err:
+        raise UserInputError(str(err)) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of any image: grayscale, palette (with transparency), RGBA, CMYK, 16-bit."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def storable(image: Image.Image) -> Image.Image:
+    """Keep grey (L) and RGB as they are; anything else becomes RGB."""
+    return image if image.mode in ("L", "RGB") else to_rgb(image)
+
+
+def choose_format(source_format: str | None, requested: str) -> str:
+    """`PNG` or `JPEG`: the requested one, or (auto) PNG for lossless sources and JPEG for lossy ones."""
+    if requested in ("png", "jpeg"):
+        return requested.upper()
+    return "PNG" if (source_format or "PNG").upper() in LOSSLESS_FORMATS else "JPEG"
+
+
+def encode(image: Image.Image, image_format: str, quality: int = 95) -> bytes:
+    """Encode as PNG (fast compression) or JPEG (given quality, 4:4:4 chroma to keep face detail)."""
+    buffer = io.BytesIO()
+    if image_format == "PNG":
+        image.save(buffer, format="PNG", compress_level=4)
+    else:
+        image.save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()

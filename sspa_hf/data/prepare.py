@@ -1,0 +1,419 @@
+"""Prepare once, train many times: a raw source becomes a `save_to_disk` DatasetDict of ready faces.
+
+Each image is decoded once, cropped / detected / aligned, resized to at most `image_size` and stored as PNG (when
+the source pixels are lossless: FER2013's CSV, PNG frames) or JPEG quality 95 (when the source is JPEG already;
+re-encoding lossy pixels as PNG would only make them several times bigger). An image whose pixels are not changed is
+stored with its original bytes. A manifest (`sspa_prepare.json`) records a fingerprint of the source files and
+options; a later run with the same fingerprint reuses the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, Features, Image, Value
+from PIL import Image as PILImage
+
+from sspa_hf.data.faces import DETECTION_MARGIN, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
+from sspa_hf.data.hf import is_saved_dataset, load_saved, normalise
+from sspa_hf.data.images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
+from sspa_hf.data.schema import GEOMETRY_COLUMNS, FaceWork, RawSource, ReadContext, class_counts
+from sspa_hf.data.spec import SourceSpec, parse_spec
+from sspa_hf.errors import UserInputError
+
+logger = logging.getLogger("sspa_hf.data")
+
+MANIFEST = "sspa_prepare.json"
+BAD_IMAGES_REPORT = "bad_images.tsv"
+NO_FACE_REPORT = "no_face.tsv"
+PREPARE_VERSION = 1  # bump when the pixels produced for the same source and options change
+ALIGNED_SIZE = 224  # face size of aligned output when image_size is 0 (keep)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How faces are stored: at most `image_size` px square (0 keeps the crop), in which format, and how."""
+
+    image_size: int = 224
+    image_format: str = "auto"  # auto | png | jpeg
+    jpeg_quality: int = 95
+    skip_bad_images: bool = False
+    num_proc: int = 1
+
+    def key(self) -> dict[str, Any]:
+        """The options that change the output (the number of processes does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "num_proc"}
+
+
+@dataclass
+class PrepareResult:
+    """Where the prepared dataset is, whether an existing one was reused, and its manifest."""
+
+    output_dir: Path
+    reused: bool
+    manifest: dict[str, Any]
+
+
+def cache_root() -> Path:
+    """`$SSPA_HF_CACHE`, else `$XDG_CACHE_HOME/sspa_hf`, else `~/.cache/sspa_hf`."""
+    if os.environ.get("SSPA_HF_CACHE"):
+        return Path(os.environ["SSPA_HF_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sspa_hf"
+
+
+def _stat_line(path: str) -> bytes:
+    try:
+        st = os.stat(path)
+        return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+    except OSError:
+        return f"{path}\0missing\n".encode()
+
+
+def _head(spec: SourceSpec, options: PrepareOptions, key: str = "") -> bytes:
+    head = {"version": PREPARE_VERSION, "spec": spec.canonical(), "options": options.key(), "key": key}
+    return json.dumps(head, sort_keys=True).encode()
+
+
+def spec_paths(spec: SourceSpec) -> list[Path] | None:
+    """The local files and folders a spec reads, or None when it reads a hub dataset (known only once loaded)."""
+    if spec.format == "synthetic":
+        from sspa_hf.data import synthetic
+
+        return [Path(synthetic.__file__)]  # generated: the generator's code is the source
+    path = Path(spec.path).expanduser()
+    if spec.format == "hf" and not path.exists():
+        return None
+    paths = [path]
+    if spec.format == "affectnet" and spec.options.get("images"):
+        paths.append(Path(spec.options["images"]).expanduser())
+    return paths
+
+
+def tree_fingerprint(spec: SourceSpec, options: PrepareOptions, exclude: Path | None = None) -> str | None:
+    """SHA-256 of the spec, the output options and (path, size, mtime) of every file under the spec's paths.
+
+    Cheap enough to run before parsing anything (a stat per file), so an up-to-date cache is found without
+    re-reading CSVs; `exclude` leaves out an output folder placed inside the source. None for hub datasets.
+    """
+    roots = spec_paths(spec)
+    if roots is None:
+        return None
+    skip = exclude.resolve() if exclude is not None else None
+    digest = hashlib.sha256(_head(spec, options))
+    for root in roots:
+        if not root.is_dir():
+            digest.update(_stat_line(str(root)))
+            continue
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = sorted(
+                d for d in subfolders if not d.startswith(".") and (skip is None or Path(folder, d).resolve() != skip)
+            )
+            for name in sorted(files):
+                digest.update(_stat_line(os.path.join(folder, name)))
+    return digest.hexdigest()
+
+
+def content_fingerprint(source: RawSource, spec: SourceSpec, options: PrepareOptions) -> str:
+    """Fingerprint of a source that is not a local tree (a hub dataset): its content key and listed files."""
+    digest = hashlib.sha256(_head(spec, options, source.content_key))
+    for path in sorted({str(p) for p in source.meta_files}):
+        digest.update(_stat_line(path))
+    for name, split in source.splits.items():
+        digest.update(f"split {name} {len(split)}\n".encode())
+        for path in split.data.column("image").combine_chunks().field("path").to_pylist():
+            if path:
+                digest.update(_stat_line(path))
+    return digest.hexdigest()
+
+
+def _up_to_date(output_dir: Path, fingerprint: str | None) -> dict[str, Any] | None:
+    manifest = read_manifest(output_dir)
+    if fingerprint and manifest and manifest.get("fingerprint") == fingerprint and is_saved_dataset(output_dir):
+        return manifest
+    return None
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a prepared folder, or None."""
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_prepared(folder: Path) -> RawSource:
+    """A prepared / `save_to_disk` folder as a RawSource (its files make the fingerprint)."""
+    if not folder.exists():
+        raise UserInputError(f"dataset folder {folder} not found")
+    if not is_saved_dataset(folder):
+        from sspa_hf.data.guess import guess_format
+
+        guess = guess_format(folder)
+        hint = f"; it looks like {guess}: use {guess}:{folder}" if guess else ""
+        raise UserInputError(
+            f"{folder} is not a prepared dataset (no dataset_dict.json): write FORMAT:PATH, FORMAT one of "
+            f"rafdb, affectnet, caer_s, fer2013, ferplus, fer2013_ferplus, imagefolder, hf, synthetic{hint}"
+        )
+    return RawSource(name=folder.name, splits=load_prepared(folder), meta_files=sorted(folder.rglob("*.arrow")))
+
+
+def load_prepared(folder: Path) -> DatasetDict:
+    """Load a prepared folder (aliased splits restored), bringing foreign `save_to_disk` data onto our columns."""
+    splits = load_saved(folder)
+    manifest = read_manifest(folder) or {}
+    for alias, target in manifest.get("aliases", {}).items():
+        if target in splits:
+            splits[alias] = splits[target]
+    return normalise(splits, source_name=folder.name, where=str(folder))
+
+
+def prepare_source(spec: str | SourceSpec, output_dir: str | Path, options: PrepareOptions) -> PrepareResult:
+    """Read `spec`, then write its prepared DatasetDict to `output_dir`, or reuse `output_dir` if it is up to date."""
+    from sspa_hf.data.sources import read_source
+
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    output_dir = Path(output_dir)
+    fingerprint = tree_fingerprint(parsed, options, exclude=output_dir)
+    manifest = _up_to_date(output_dir, fingerprint)
+    if manifest is not None:
+        return PrepareResult(output_dir, True, manifest)
+    source = read_source(parsed, ReadContext(skip_bad_images=options.skip_bad_images))
+    source.log_dropped()
+    return prepare(source, parsed, output_dir, options, fingerprint)
+
+
+def auto_cache(spec: SourceSpec) -> tuple[Path, PrepareOptions]:
+    """Where `load_source` keeps a source it prepares itself, and with which options."""
+    key = hashlib.sha1(spec.canonical().encode()).hexdigest()[:16]
+    size = spec.options.get("image_size", "224")
+    options = PrepareOptions(image_size=int(size) if size.isdigit() else 224, num_proc=min(4, os.cpu_count() or 1))
+    return cache_root() / "prepared" / f"{spec.format}-{key}", options
+
+
+def cached(spec: SourceSpec) -> DatasetDict | None:
+    """The up-to-date auto-prepared form of `spec`, if there is one (checked without parsing the source)."""
+    output_dir, options = auto_cache(spec)
+    if _up_to_date(output_dir, tree_fingerprint(spec, options)) is None:
+        return None
+    return load_prepared(output_dir)
+
+
+def prepare_cached(spec: SourceSpec, source: RawSource) -> DatasetDict:
+    """Prepare a source that needs face work into the cache once, and load it from there."""
+    output_dir, options = auto_cache(spec)
+    result = prepare(source, spec, output_dir, options)
+    if not result.reused:
+        logger.warning(
+            "prepared %s into %s (sspa-prepare does this with your choice of folder and size)", spec.text, output_dir
+        )
+    return load_prepared(output_dir)
+
+
+def prepare(
+    source: RawSource, spec: SourceSpec, output_dir: Path, options: PrepareOptions, fingerprint: str | None = None
+) -> PrepareResult:
+    """Write (or reuse) the prepared form of an already-read source."""
+    fingerprint = fingerprint or tree_fingerprint(spec, options, exclude=output_dir)
+    fingerprint = fingerprint or content_fingerprint(source, spec, options)
+    manifest = _up_to_date(output_dir, fingerprint)
+    if manifest is not None:
+        return PrepareResult(output_dir, True, manifest)
+    manifest = read_manifest(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and manifest is None:
+        raise UserInputError(f"{output_dir} exists and is not an sspa-prepare folder; choose an empty or new folder")
+    staging = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "work").mkdir(parents=True)
+    try:
+        splits, aliases, reports = _process_splits(source, options, staging / "work")
+        DatasetDict(splits).save_to_disk(str(staging / "data"))
+        shutil.rmtree(staging / "work")
+        for item in (staging / "data").iterdir():
+            item.rename(staging / item.name)
+        (staging / "data").rmdir()
+        bad = [("-", "-", path, reason) for path, reason in source.bad] + reports["bad"]
+        if options.skip_bad_images or bad:
+            _write_tsv(staging / BAD_IMAGES_REPORT, ("split", "id", "file", "reason"), bad)
+        if reports["no_face"]:
+            _write_tsv(staging / NO_FACE_REPORT, ("split", "id", "file"), reports["no_face"])
+        manifest = {
+            "sspa_prepare_version": PREPARE_VERSION,
+            "spec": spec.canonical(),
+            "fingerprint": fingerprint,
+            "options": options.key(),
+            "face_work": asdict(source.face_work),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "splits": {
+                name: {"rows": len(ds), "class_counts": class_counts(ds["label"])} for name, ds in splits.items()
+            },
+            "aliases": aliases,
+            "left_out": source.dropped,
+            "bad_images": len(bad),
+            "no_face": len(reports["no_face"]),
+            "not_aligned": reports["not_aligned"],
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PrepareResult(output_dir, False, manifest)
+
+
+def _write_tsv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    lines = ["\t".join(header)] + ["\t".join(str(v).replace("\t", " ") for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _process_splits(
+    source: RawSource, options: PrepareOptions, work_dir: Path
+) -> tuple[dict[str, Dataset], dict[str, str], dict[str, Any]]:
+    """Run the face work over every split (an aliased split, e.g. AffectNet's test, is stored once)."""
+    splits: dict[str, Dataset] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[int, str] = {}
+    reports: dict[str, Any] = {"bad": [], "no_face": [], "not_aligned": 0}
+    for name, split in source.splits.items():
+        if id(split) in seen:
+            aliases[name] = seen[id(split)]
+            continue
+        seen[id(split)] = name
+        splits[name] = _process_split(name, split, source, options, work_dir, reports)
+    return splits, aliases, reports
+
+
+def _process_split(
+    name: str, split: Dataset, source: RawSource, options: PrepareOptions, work_dir: Path, reports: dict[str, Any]
+) -> Dataset:
+    geometry = [c for c in GEOMETRY_COLUMNS if c in split.column_names]
+    out_features = Features({k: v for k, v in split.features.items() if k not in geometry})
+    out_features["image"] = Image()
+    out_features["_status"] = Value("string")
+    num_proc = max(1, min(options.num_proc, len(split) // 64))
+    processed = split.cast_column("image", Image(decode=False)).map(
+        _process_batch,
+        batched=True,
+        batch_size=32,
+        fn_kwargs={"work": asdict(source.face_work), "options": asdict(options)},
+        remove_columns=geometry,
+        features=out_features,
+        num_proc=num_proc if num_proc > 1 else None,
+        cache_file_name=str(work_dir / f"{name}.arrow"),
+        desc=f"{source.name} {name}: faces",
+    )
+    status = list(processed["_status"])
+    raw_images = split.cast_column("image", Image(decode=False))
+
+    def where(row: int) -> tuple[str, str, str]:
+        item = raw_images[row]
+        return name, item["id"], image_name(item["image"], item["id"])
+
+    keep = []
+    for row, note in enumerate(status):
+        if note.startswith("bad:"):
+            reports["bad"].append((*where(row), note[4:]))
+        elif note == "no_face":
+            reports["no_face"].append(where(row))
+        else:
+            reports["not_aligned"] += note == "not_aligned"
+            keep.append(row)
+    if len(keep) < len(processed):
+        processed = processed.select(keep)
+    counts = Counter(n.split(":")[0] for n in status if n)
+    if counts:
+        logger.info("%s %s: %s", source.name, name, dict(counts))
+    return processed.remove_columns("_status")
+
+
+def _process_batch(batch: dict[str, list], work: dict[str, Any], options: dict[str, Any]) -> dict[str, list]:
+    """Decode, do the face work, resize and encode a batch of rows (runs in worker processes)."""
+    face_work, opts = FaceWork(**work), PrepareOptions(**options)
+    images, status = [], []
+    for row, value in enumerate(batch["image"]):
+        name = image_name(value, batch["id"][row])
+        try:
+            data = read_bytes(value, name)
+            image = decode(data, name)
+            box = batch["face_box"][row] if "face_box" in batch else None
+            landmarks = batch["landmarks"][row] if "landmarks" in batch else None
+            face, note = face_from(image, face_work, box, landmarks, opts.image_size, name)
+        except BadImageError as err:
+            if not opts.skip_bad_images:
+                raise UserInputError(f"{err} (pass --skip-bad-images to leave such images out and list them)") from None
+            images.append(None)
+            status.append(f"bad:{err.reason}")
+            continue
+        if face is None:
+            images.append(None)
+            status.append(note)
+            continue
+        image_format = choose_format(image.format, opts.image_format)
+        untouched = face is image and not image.info.get("reoriented")
+        if untouched and image.mode in ("L", "RGB") and image.format == image_format:
+            encoded = data  # pixels untouched: keep the original file's bytes
+        else:
+            encoded = encode(storable(face), image_format, opts.jpeg_quality)
+        images.append({"bytes": encoded, "path": None})
+        status.append(note)
+    return {"image": images, "_status": status}
+
+
+def face_from(
+    image: PILImage.Image,
+    work: FaceWork,
+    box: list[float] | None,
+    landmarks: list[float] | None,
+    image_size: int,
+    name: str = "image",
+) -> tuple[PILImage.Image | None, str]:
+    """The face to store (None when detection finds none and drops the frame) and a status note."""
+    aligned_size = image_size or ALIGNED_SIZE
+    note = ""
+    face = image
+    try:
+        if work.detect:
+            detector = get_detector()
+            found = detector.detect(image)
+            if found is None:
+                if work.no_face == "drop":
+                    return None, "no_face"
+                side = min(image.size)
+                face = crop_to_box(image, ((image.width - side) / 2, (image.height - side) / 2, side, side))
+                note = "no_face_kept"
+            else:
+                square = widen(found, DETECTION_MARGIN, image.width, image.height)
+                face = crop_to_box(image, square)
+                if work.align:
+                    eyes = detector.detect_eyes(face)
+                    if eyes is None:
+                        note = "not_aligned"
+                    else:
+                        (lx, ly), (rx, ry) = eyes
+                        offset_x, offset_y = round(square[0]), round(square[1])
+                        left, right = (lx + offset_x, ly + offset_y), (rx + offset_x, ry + offset_y)
+                        face = align_on_eyes(image, left, right, aligned_size)
+        elif work.align:
+            if landmarks is None:
+                raise BadImageError(name, "no landmarks to align on")
+            face = align_on_eyes(image, *eye_centres(landmarks), aligned_size)
+        elif work.crop_box:
+            if box is None:
+                raise BadImageError(name, "no face box")
+            face = crop_to_box(image, box)
+    except ValueError as err:
+        raise BadImageError(name, str(err)) from None
+    if image_size and max(face.size) > image_size:
+        face = face.resize((image_size, image_size), PILImage.Resampling.BILINEAR)
+    return face, note

@@ -1,0 +1,108 @@
+"""The paper's evaluation metrics (Eq. 9-12), computed once from the confusion matrix in plain numpy.
+
+Zero division: a class that is never predicted has precision 0, a class absent from the labels has recall 0,
+and a class whose precision and recall are both 0 has F1 0 (sklearn's ``zero_division=0``). Every class in
+``range(num_classes)`` enters the macro means, present or not, as in the paper's Eq. 10-12 over all C classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sspa_hf.labels import EXPRESSIONS
+
+#: The scalar keys `classification_metrics` returns besides the per-class ones.
+SUMMARY_KEYS: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
+    """Counts M[t, p] of samples of true class t predicted as p (rows = true, columns = predicted)."""
+    true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    if true.shape != pred.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {true.size} vs {pred.size}")
+    for name, values in (("y_true", true), ("y_pred", pred)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} holds a class outside 0..{num_classes - 1}: {sorted(set(values.tolist()))}")
+    return np.bincount(true * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0."""
+    out = np.zeros_like(numerator, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision (TP / predicted), recall (TP / true), F1 and support (true count) from a matrix."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = _safe_divide(tp, predicted)
+    recall = _safe_divide(tp, support)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    num_classes: int = 7,
+    class_names: Sequence[str] = EXPRESSIONS,
+) -> dict[str, Any]:
+    """Accuracy (Eq. 9), macro precision/recall (Eq. 10-11), macro F1 = mean of per-class F1 (Eq. 12).
+
+    Returns a flat JSON-serialisable dict: the four summary scores, ``precision/<name>``, ``recall/<name>``,
+    ``f1/<name>``, ``support/<name>`` per class, and ``confusion_matrix`` (nested list, rows = true class).
+    Classes never predicted get precision 0 (see the module docstring). Empty input gives accuracy 0.
+    """
+    names = list(class_names)
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but num_classes is {num_classes}")
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    scores = per_class_scores(cm)
+    total = int(cm.sum())
+    out: dict[str, Any] = {
+        "accuracy": float(np.trace(cm) / total) if total else 0.0,
+        "macro_precision": float(scores["precision"].mean()),
+        "macro_recall": float(scores["recall"].mean()),
+        "macro_f1": float(scores["f1"].mean()),
+    }
+    for kind in ("precision", "recall", "f1"):
+        for name, value in zip(names, scores[kind], strict=True):
+            out[f"{kind}/{name}"] = float(value)
+    for name, value in zip(names, scores["support"], strict=True):
+        out[f"support/{name}"] = int(value)
+    out["confusion_matrix"] = cm.astype(int).tolist()
+    return out
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """`Trainer(compute_metrics=...)`: the scalar metrics of argmax(logits); the confusion matrix is left out.
+
+    Takes a `transformers.EvalPrediction` (or a ``(logits, labels)`` pair); logits given as a tuple use
+    their first element (the model's combined logits).
+    """
+    if hasattr(eval_pred, "predictions"):
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+    else:
+        logits, labels = eval_pred
+    if isinstance(logits, tuple | list):
+        logits = logits[0]
+    logits = np.asarray(logits)
+    num_classes = logits.shape[-1]
+    names = EXPRESSIONS if num_classes == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(num_classes))
+    metrics = classification_metrics(np.asarray(labels), logits.argmax(axis=-1), num_classes, names)
+    return {key: float(value) for key, value in metrics.items() if key != "confusion_matrix"}
+
+
+def metric_path() -> str:
+    """Folder of the bundled `evaluate` metric: ``evaluate.load(metric_path())`` works offline."""
+    return str(Path(__file__).resolve().parent / "fer_metric")
