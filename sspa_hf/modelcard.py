@@ -20,15 +20,19 @@ from sspa_hf.labels import EXPRESSIONS
 
 NOT_RECORDED = "not recorded"
 PAPER_DOI = "10.3390/electronics13193891"
-PAPER_TITLE = "Sample Selection and Paired Augmentation Joint Training for Facial Expression Recognition"
+PAPER_TITLE = (
+    "A New Joint Training Method for Facial Expression Recognition with Inconsistently Annotated and Imbalanced Data"
+)
+PAPER_AUTHORS = "Chen, Tao and Zhang, Dong and Lee, Dah-Jye"
 TAGS = ["sspa-jt", "facial-expression-recognition", "image-classification"]
 CARD_METRICS = ["accuracy", "f1", "precision", "recall"]
 _METRIC_PREFIXES = ("eval_", "test_")
 _SUMMARY = (("accuracy", "Accuracy (Eq. 9)"), ("macro_precision", "Macro precision (Eq. 10)"))
 _SUMMARY += (("macro_recall", "Macro recall (Eq. 11)"), ("macro_f1", "Macro F1 (Eq. 12, mean of per-class F1)"))
 
-CITATION = f"""@article{{sspajt2024,
+CITATION = f"""@article{{chen2024sspajt,
   title   = {{{PAPER_TITLE}}},
+  author  = {{{PAPER_AUTHORS}}},
   journal = {{Electronics}},
   volume  = {{13}},
   number  = {{19}},
@@ -165,7 +169,7 @@ def _dataset_ids(info: Mapping[str, Any]) -> list[str]:
             names.append(head)
         else:
             names.append(Path(str(spec).rstrip("/")).name)
-    return [name for name in names if name]
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def _front_matter(info: Mapping[str, Any], metrics: Mapping[str, Any], name: str) -> str:
@@ -238,7 +242,7 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         "standard (*clean*). After the T_S epochs of this sample-selection stage the partition is frozen and the "
         "remaining *noisy* auxiliary samples are mixed (Mixup) into clean partners of the tail classes (paired "
         "augmentation, PAM).\n\n"
-        f"Paper: *{PAPER_TITLE}*, Electronics 13(19):3891, 2024, "
+        f"Paper: T. Chen, D. Zhang, D.-J. Lee, *{PAPER_TITLE}*, Electronics 13(19):3891, 2024, "
         f"[doi:{PAPER_DOI}](https://doi.org/{PAPER_DOI}).\n"
     )
     image_size = info.get("image_size")

@@ -67,7 +67,7 @@ def _slsqp(h: np.ndarray, n_noisy: int, eligible: np.ndarray) -> np.ndarray:
         bounds=bounds,
         constraints=[{"type": "eq", "fun": lambda s: s.sum() - n_noisy, "jac": lambda s: np.ones_like(s)}],
         method="SLSQP",
-        # scipy's default ftol (1e-6) occasionally stops one unit short of the optimum after rounding.
+        # A tight tolerance so that rounding never starts from a point short of the optimum (docs/method.md).
         options={"ftol": 1e-12, "maxiter": 500},
     )
     x = np.clip(np.where(eligible, result.x, 0.0), 0.0, n_noisy)

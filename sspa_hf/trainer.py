@@ -20,6 +20,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .arguments import SSPATrainingArguments
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
+from .errors import UserInputError
+from .modelcard import info_from_output_dir, write_model_card
 from .modeling_sspa import expert_cross_entropy
 from .pairing import pair_and_mix
 from .selection import SampleSelector
@@ -76,6 +78,7 @@ class SSPATrainer(Trainer):
             seed=self.args.seed,
         )
         self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
+        self.model_card_info: dict = {}  # what the output folder does not say: data sets, hyperparameters
         self.add_callback(_SSPACallback(self))
 
     # ----- data -----
@@ -183,7 +186,7 @@ class SSPATrainer(Trainer):
         ):
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"No checkpoint to resume from in output_dir {self.args.output_dir}")
+                raise UserInputError(f"No checkpoint to resume from in output_dir {self.args.output_dir}")
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint:
             self.selector.load(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
@@ -206,6 +209,16 @@ class SSPATrainer(Trainer):
         gathered = self.accelerator.gather(digest.view(1, -1))
         if not torch.all(gathered == gathered[0]):
             raise RuntimeError(f"selection state differs across processes: {gathered.tolist()}")
+
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Write the SSPA-JT model card (README.md) into output_dir; `push_to_hub` uploads it with the model."""
+        if not self.is_world_process_zero():
+            return
+        info = info_from_output_dir(self.args.output_dir, **self.model_card_info)
+        info.setdefault("model_name", model_name or Path(self.args.output_dir).name)
+        if self.hub_model_id or self.args.hub_model_id:
+            info.setdefault("repo_id", self.hub_model_id or self.args.hub_model_id)
+        write_model_card(self.args.output_dir, info)
 
     def write_selection_table(self, path: Path) -> Path:
         """selection.parquet: one row per training sample with its final side, thresholds and last p_i(y)."""

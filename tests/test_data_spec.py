@@ -77,13 +77,14 @@ def test_label_map_parsing():
 def test_synthetic_options_are_forwarded(monkeypatch):
     calls = []
 
-    def fake(role="target", n=None, image_size=48, seed=0):
-        calls.append((role, n, image_size, seed))
+    def fake(role="target", n=None, image_size=48, seed=0, n_test=None):
+        calls.append((role, n, image_size, seed, n_test))
         return DatasetDict({"train": tiny_split(list(range(7)), "synthetic_auxiliary")})
 
     monkeypatch.setattr(synthetic, "load_synthetic", fake)
     ds = load_source("synthetic:?role=auxiliary&n=800&seed=3")
-    assert calls == [("auxiliary", 800, 48, 3)]
+    load_source("synthetic:?n=10&n_test=5&image_size=32")
+    assert calls == [("auxiliary", 800, 48, 3, None), ("target", 10, 32, 0, 5)]
     assert len(ds["train"]) == 7
     with pytest.raises(UserInputError, match=r"synthetic takes no path"):
         load_source("synthetic:/somewhere")

@@ -239,6 +239,7 @@ class _NotWeights:
     pass
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_weight_file_that_is_not_a_state_dict_fails_naming_it(tmp_path):
     with open(tmp_path / "object.pth", "wb") as handle:
         pickle.dump(_NotWeights(), handle)

@@ -86,7 +86,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     """Build, train, evaluate on the target test split, write reports and the model card; return eval metrics."""
     from ..build import build_datasets, build_model
     from ..metrics import classification_metrics, compute_metrics
-    from ..modelcard import write_model_card
     from ..plots import plot_confusion_matrix, write_training_report
     from ..trainer import SSPATrainer
 
@@ -123,8 +122,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
             title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
         )
         write_training_report(output_dir, train_set)
-        trainer.model_card_info = model_card_info(model_args, data_args, args, full, trainer)
-        write_model_card(output_dir, trainer.model_card_info)
+    trainer.model_card_info = model_card_info(model_args, data_args, args)
+    trainer.create_model_card()
     if args.push_to_hub:
         trainer.push_to_hub()
     summary = {**scalars, **trainer.selector.quality()}
@@ -133,34 +132,31 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     return summary
 
 
-def model_card_info(model_args, data_args, args, metrics: dict, trainer) -> dict[str, Any]:
-    """What the model card says: setup, hyperparameters, metrics and selection statistics."""
+def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict:
+    """What the model card needs beyond the output folder: data sets and hyperparameters."""
     return {
         "model_name": args.hub_model_id or Path(args.output_dir).name,
-        "backbone": model_args.backbone,
-        "num_experts": model_args.num_experts,
-        "image_size": model_args.image_size,
         "target_dataset": data_args.target_dataset,
         "auxiliary_dataset": data_args.auxiliary_dataset,
         "auxiliary_fraction": data_args.auxiliary_fraction if data_args.auxiliary_dataset else None,
+        "eval_dataset": data_args.eval_dataset or data_args.target_dataset,
+        "eval_split": data_args.eval_split,
         "hyperparameters": {
             "epochs": args.num_train_epochs,
             "selection_epochs (T_S)": args.selection_epochs,
             "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
-            "optimizer": f"{args.optim} {args.optim_args or ''}".strip(),
+            "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip(),
             "learning rate": args.learning_rate,
             "weight decay": args.weight_decay,
-            "scheduler": str(args.lr_scheduler_type),
+            "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
             "ema_momentum (eta)": args.ema_momentum,
             "mixup alpha, beta": f"{args.mixup_alpha}, {args.mixup_beta}",
             "allocation": args.allocation,
             "use_selection / fix_target / use_pairing": f"{args.use_selection} / {args.fix_target} / "
             f"{args.use_pairing}",
+            "input size": model_args.image_size,
             "seed": args.seed,
         },
-        "metrics": metrics,
-        "selection_table_path": str(Path(args.output_dir) / "selection.parquet"),
-        "history": trainer.selector.history,
     }
 
 

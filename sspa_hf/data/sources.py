@@ -93,10 +93,11 @@ def _read_synthetic(spec: SourceSpec, options: Options) -> RawSource:
     n = options.integer("n", None, minimum=1)
     image_size = options.integer("image_size", 48, minimum=8)
     seed = options.integer("seed", 0, minimum=0)
+    n_test = options.integer("n_test", None, minimum=1)
     options.done()
     if spec.path:
         raise UserInputError(f"dataset spec {spec.text!r}: synthetic takes no path; write synthetic:?role=...&n=...")
     from sspa_hf.data.synthetic import load_synthetic
 
-    splits = load_synthetic(role=role, n=n, image_size=image_size, seed=seed)
+    splits = load_synthetic(role=role, n=n, image_size=image_size, seed=seed, n_test=n_test)
     return RawSource(name="synthetic", splits=splits, content_key=spec.canonical())

@@ -1,0 +1,233 @@
+"""SSPATrainer against a plain `transformers.Trainer`: training throughput on the same model and data, one run.
+
+    python benchmarks/bench_trainer.py                      # FERPlus benchmark data if prepared, else generated faces
+    python benchmarks/bench_trainer.py --steps 60 --rounds 3 --image-size 48
+    python benchmarks/bench_trainer.py --preset gpu         # ResNet-18 and ARM, 224 px, batch 128, bf16, channels_last
+
+The GPU preset also projects the wall time of the paper's RAF-DB + 10 % AffectNet run (80 epochs of
+12,271 + 28,372 faces) from the SSPATrainer throughput (docs/RESULTS.md, benchmarks/gpu/README.md).
+
+Both trainers get the same model architecture, data set, augmentation, collated batches and optimiser; the plain
+Trainer's collator only drops the two SSPA columns. Three arms are timed in alternating rounds: plain, SSPA in the
+sample-selection stage (threshold updates, masked loss) and SSPA in the paired-augmentation stage (a realistic
+partition: 30 % of the auxiliary samples noisy, so about 20 % of each batch is mixed). Also timed: the data pipeline
+alone (decode + augment + collate) and the model alone (forward + backward + step on one fixed batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
+from sspa_hf.arguments import SSPATrainingArguments
+from sspa_hf.data import FERTorchDataset, TrainAugment, build_joint, collate_fer, load_source
+from sspa_hf.trainer import SSPATrainer
+
+FERPLUS = Path("benchmarks/out/ferplus")
+PAPER_RUN_IMAGES = 80 * (12271 + round(0.10 * 283721))  # 80 epochs of RAF-DB train + 10 % of AffectNet (7 classes)
+
+
+class StepTimer(TrainerCallback):
+    """Images per second over the optimiser steps after the first `warmup` ones."""
+
+    def __init__(self, warmup: int, batch_size: int) -> None:
+        self.warmup, self.batch_size, self.stamps = warmup, batch_size, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stamps.append(time.perf_counter())
+
+    def images_per_second(self) -> float:
+        timed = self.stamps[self.warmup :]
+        return (len(timed) - 1) * self.batch_size / (timed[-1] - timed[0])
+
+
+class Collate:
+    """collate_fer, optionally channels_last, optionally without the SSPA columns (for the plain Trainer)."""
+
+    def __init__(self, channels_last: bool, plain: bool) -> None:
+        self.channels_last, self.plain = channels_last, plain
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        out = collate_fer(batch)
+        if self.channels_last:
+            out["pixel_values"] = out["pixel_values"].contiguous(memory_format=torch.channels_last)
+        if self.plain:
+            del out["sample_index"], out["is_target"]
+        return out
+
+
+def joint_data(image_size: int):
+    if image_size == 48 and (FERPLUS / "target").is_dir():
+        target, aux = load_source(str(FERPLUS / "target")), load_source(str(FERPLUS / "aux"))
+        return build_joint(target["train"], aux["train"], seed=0), "FERPlus benchmark (4,000 + 8,000 faces, 48 px)"
+    target = load_source(f"synthetic:?role=target&n=2000&n_test=1&image_size={image_size}")
+    aux = load_source(f"synthetic:?role=auxiliary&n=2000&image_size={image_size}")
+    return build_joint(target["train"], aux["train"], seed=0), f"generated faces (2,000 + 2,000, {image_size} px)"
+
+
+def model_for(args: argparse.Namespace, seed: int = 0) -> SSPAForImageClassification:
+    torch.manual_seed(seed)
+    backbone = {
+        "layer_type": "basic",
+        "depths": args.depths,
+        "hidden_sizes": args.hidden_sizes,
+        "embedding_size": args.hidden_sizes[0],
+    }
+    model = SSPAForImageClassification(
+        SSPAConfig(backbone=args.backbone, backbone_config=backbone, image_size=args.image_size)
+    )
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def training_args(args: argparse.Namespace, out: Path, selection_epochs: int) -> SSPATrainingArguments:
+    return SSPATrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        selection_epochs=selection_epochs,
+        learning_rate=0.01,
+        optim="sgd",
+        optim_args="momentum=0.9",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        dataloader_num_workers=args.workers,
+        bf16=args.bf16,
+        seed=0,
+    )
+
+
+def time_arm(arm: str, args: argparse.Namespace, data, processor) -> float:
+    timer = StepTimer(args.warmup, args.batch_size)
+    out = Path("/tmp/sspa_bench_trainer") / arm
+    if arm == "plain":
+        train_set = FERTorchDataset(data, TrainAugment(args.image_size, processor.image_mean, processor.image_std))
+        trainer = Trainer(
+            model=model_for(args),
+            args=training_args(args, out, 40),
+            train_dataset=train_set,
+            data_collator=Collate(args.channels_last, plain=True),
+            callbacks=[timer],
+        )
+    else:
+        trainer = SSPATrainer(
+            model=model_for(args),
+            args=training_args(args, out, 40 if arm == "sspa_selection" else 0),
+            train_dataset=data,
+            processing_class=processor,
+            data_collator=Collate(args.channels_last, plain=False),
+            callbacks=[timer],
+        )
+        if arm == "sspa_pairing":  # a realistic frozen partition: 30 % of the auxiliary samples noisy
+            aux = torch.nonzero(~trainer.selector.is_target).flatten()
+            noisy = aux[torch.randperm(len(aux), generator=torch.Generator().manual_seed(0))[: int(0.3 * len(aux))]]
+            trainer.selector.clean[noisy] = False
+    trainer.train()
+    return timer.images_per_second()
+
+
+def data_only(args: argparse.Namespace, data, processor) -> float:
+    dataset = FERTorchDataset(data, TrainAugment(args.image_size, processor.image_mean, processor.image_std))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=True, collate_fn=collate_fer, num_workers=args.workers
+    )
+    start, images = time.perf_counter(), 0
+    for i, batch in enumerate(loader):
+        images += len(batch["labels"])
+        if i + 1 == args.steps:
+            break
+    return images / (time.perf_counter() - start)
+
+
+def model_only(args: argparse.Namespace) -> float:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model_for(args).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 7, (args.batch_size,), device=device)
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(pixel_values=x, labels=y).loss
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Alternating rounds of the three arms for one model; medians, ratios, data and model throughput."""
+    data, description = joint_data(args.image_size)
+    processor = make_image_processor(args.image_size, [0.5] * 3, [0.5] * 3)
+    arms = ("plain", "sspa_selection", "sspa_pairing")
+    speeds: dict[str, list[float]] = {arm: [] for arm in arms}
+    for round_index in range(args.rounds):
+        for arm in arms:
+            speeds[arm].append(time_arm(arm, args, data, processor))
+            print(f"round {round_index + 1} {arm:15s} {speeds[arm][-1]:8.1f} img/s", flush=True)
+    median = {arm: statistics.median(values) for arm, values in speeds.items()}
+    sspa_speed = (median["sspa_selection"] + median["sspa_pairing"]) / 2
+    return {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        + ("CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"),
+        "data": description,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "images_per_second": {arm: round(v, 1) for arm, v in median.items()},
+        "all_rounds": speeds,
+        "ratio_selection_stage": round(median["sspa_selection"] / median["plain"], 3),
+        "ratio_pairing_stage": round(median["sspa_pairing"] / median["plain"], 3),
+        "data_pipeline_images_per_second": round(data_only(args, data, processor), 1),
+        "model_images_per_second": round(model_only(args), 1),
+        "projected_hours_rafdb_affectnet10_80_epochs": round(PAPER_RUN_IMAGES / sspa_speed / 3600, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["gpu"], help="gpu: ResNet-18 and ARM, 224 px, batch 128, bf16")
+    parser.add_argument("--steps", type=int, default=60, help="optimiser steps per timed run")
+    parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--backbone", default="resnet", choices=["resnet", "arm"])
+    parser.add_argument("--depths", type=int, nargs=4, default=[1, 1, 1, 1])
+    parser.add_argument("--hidden-sizes", type=int, nargs=4, default=[32, 64, 128, 256])
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    if args.preset == "gpu":
+        args.image_size, args.batch_size, args.bf16, args.channels_last = 224, 128, True, True
+        args.depths, args.hidden_sizes, args.workers = [2, 2, 2, 2], [64, 128, 256, 512], 8
+        results = {}
+        for backbone in ("resnet", "arm"):
+            args.backbone = backbone
+            results["resnet18" if backbone == "resnet" else "arm"] = run(args)
+    else:
+        results = run(args)
+    print(json.dumps(results, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
