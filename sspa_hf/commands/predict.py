@@ -20,7 +20,7 @@ from ..data.images import BadImageError, decode, to_rgb
 from ..data.schema import IMAGE_EXTENSIONS
 from ..errors import UserInputError
 from . import run_command
-from .evaluate import load_model, resolve_device
+from .model_io import add_model_options, load_model, resolve_device
 
 PROG = "sspa-predict"
 OUTPUT_FORMATS = (".csv", ".json")
@@ -61,15 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default=None, metavar="FILE", help="write to FILE.csv or FILE.json (default: CSV on stdout)"
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)"
-    )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="load the modelling code saved in the model folder instead of this package's (for models saved by "
-        "other versions)",
-    )
+    add_model_options(parser)
     return parser
 
 

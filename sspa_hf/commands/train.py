@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,32 @@ def _main(argv: list[str]) -> int:
     if training_args.should_log:
         hf_logging.set_verbosity_warning()
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    train(model_args, data_args, training_args)
+    status = RunStatus(Path(training_args.output_dir), enabled=training_args.should_save)
+    status.write("running")
+    try:
+        train(model_args, data_args, training_args)
+    except BaseException as exc:
+        status.write("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    status.write("complete")
     return 0
+
+
+class RunStatus:
+    """`run_status.json` in the output folder: running, complete, failed or interrupted, so that a partial output
+    is never mistaken for a finished one (its checkpoints still resume with --resume_from_checkpoint true)."""
+
+    def __init__(self, output_dir: Path, enabled: bool) -> None:
+        self.path, self.enabled = output_dir / "run_status.json", enabled
+
+    def write(self, state: str, error: str | None = None) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"status": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+        if error:
+            record["error"] = error.strip().splitlines()[0] if error.strip() else error
+        self.path.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
