@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserInputError
+
 STATE_FILE = "selection_state.safetensors"
 _TENSORS = ("tau", "clean", "pending", "last_py", "updates", "updated_epoch", "changed_epoch", "created")
 
@@ -170,11 +172,11 @@ class SampleSelector:
 
         path = Path(directory) / STATE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the checkpoint was not written by SSPATrainer")
+            raise UserInputError(f"{path} not found: the checkpoint was not written by SSPATrainer")
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata()
             if int(metadata["num_samples"]) != len(self):
-                raise ValueError(
+                raise UserInputError(
                     f"{path} holds the selection state of {metadata['num_samples']} samples, but the training "
                     f"set has {len(self)}: resume with the same data arguments"
                 )

@@ -184,7 +184,8 @@ class SSPATrainer(Trainer):
         if resume_from_checkpoint is True or (
             isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true"
         ):
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            output_dir = self.args.output_dir
+            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume_from_checkpoint is None:
                 raise UserInputError(f"No checkpoint to resume from in output_dir {self.args.output_dir}")
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sspa_hf.errors import UserInputError
 from sspa_hf.selection import SampleSelector
 
 
@@ -121,7 +122,7 @@ def test_state_round_trip_and_size_mismatch(tmp_path):
         assert torch.equal(getattr(other, name), value), name
     assert other.epoch == 1 and other.history == sel.history
     bigger = _selector(labels=np.zeros(5, int), is_target=np.zeros(5, bool), sources=["a"] * 5)
-    with pytest.raises(ValueError, match="4 samples"):
+    with pytest.raises(UserInputError, match="4 samples"):
         bigger.load(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"selection_state\.safetensors"):
+    with pytest.raises(UserInputError, match=r"selection_state\.safetensors"):
         other.load(tmp_path / "nowhere")

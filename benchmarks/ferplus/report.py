@@ -87,10 +87,34 @@ def selection_quality(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def consistent_but_dropped(folder: Path) -> pd.DataFrame:
+    """Why consistent auxiliary faces were dropped: their last p(y) against their threshold, per class."""
+    table = pd.read_parquet(folder / "selection.parquet")
+    aux = table[~table.is_target & (table.label == table.reference_label)]
+    rows = []
+    for c, name in enumerate(EXPRESSIONS):
+        part = aux[aux.label == c]
+        if not len(part):
+            continue
+        py = np.array([np.mean(v) for v in part.last_py])
+        tau = np.array([np.mean(v) for v in part.tau])
+        rows.append(
+            {
+                "class": name,
+                "consistent faces": len(part),
+                "dropped": float((~part.clean).mean()),
+                "median p(y)": float(np.median(py)),
+                "median tau": float(np.median(tau)),
+                "median p(y), dropped": float(np.median(py[~part.clean.to_numpy()])) if (~part.clean).any() else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
+    for _, row in frame.astype(object).iterrows():
         cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -155,7 +179,13 @@ def main() -> None:
         for folder in runs.get(arm, []):
             parts += [f"### Selection quality: {arm} {folder.name}", markdown(selection_quality(folder)), ""]
     if "sspa" in runs:
-        parts += [f"### Selection over the epochs: sspa {runs['sspa'][0].name}", history_table(runs["sspa"][0]), ""]
+        first = runs["sspa"][0]
+        parts += [f"### Selection over the epochs: sspa {first.name}", history_table(first), ""]
+        parts += [
+            f"### Consistent auxiliary faces the selection dropped: sspa {first.name} (means over experts)",
+            markdown(consistent_but_dropped(first)),
+            "",
+        ]
     parts += ["### PAM mixtures created per class (whole PA stage)", created_table(runs), ""]
     text = "\n".join(parts)
     if args.output:
