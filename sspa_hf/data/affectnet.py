@@ -172,10 +172,8 @@ def _read_csv_layout(root: Path, image_override: Path | None, align: bool, ctx: 
                 cols["valence"].append(va[0])
                 cols["arousal"].append(va[1])
                 cols["face_box"].append(box)
-        n = len(cols["id"])
-        cols.update(source=["affectnet"] * n, reference_label=[-1] * n)
         extra = {**_extra_features(align), "face_box": List(Value("float32"))}
-        splits[split] = make_split(cols, extra, f"affectnet {split}")
+        splits[split] = make_split(cols, extra, f"affectnet {split}", source="affectnet")
         dropped[split] = counts
     return RawSource(name="affectnet", splits=finish(splits), meta_files=meta, dropped=dropped, bad=list(ctx.bad))
 
@@ -238,8 +236,6 @@ def _read_npy_layout(root: Path, align: bool, ctx: ReadContext) -> RawSource:
             cols["id"].append(f"{folder}/images/{image.name}")
             cols["valence"].append(va[0])
             cols["arousal"].append(va[1])
-        n = len(cols["id"])
-        cols.update(source=["affectnet"] * n, reference_label=[-1] * n)
-        splits[split] = make_split(cols, _extra_features(align), f"affectnet {split}")
+        splits[split] = make_split(cols, _extra_features(align), f"affectnet {split}", source="affectnet")
         dropped[split] = counts
     return RawSource(name="affectnet", splits=finish(splits), meta_files=meta, dropped=dropped, bad=list(ctx.bad))

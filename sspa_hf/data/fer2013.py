@@ -166,12 +166,10 @@ def _read_csv(csv_path: Path, dedup: bool, ctx: ReadContext) -> RawSource:
         cols = {
             "image": [{"bytes": r.png, "path": None} for r in chosen],
             "label": [ids[r.code] for r in chosen],
-            "source": ["fer2013"] * len(chosen),
             "id": [f"fer2013_{r.index:05d}" for r in chosen],
-            "reference_label": [-1] * len(chosen),
             "pixel_sha1": [r.sha1 for r in chosen],
         }
-        splits[split] = make_split(cols, {"pixel_sha1": Value("string")}, f"fer2013 {split}")
+        splits[split] = make_split(cols, {"pixel_sha1": Value("string")}, f"fer2013 {split}", source="fer2013")
         dropped[split] = {DUPLICATE: n_dup} if n_dup else {}
     return RawSource(name="fer2013", splits=finish(splits), meta_files=[csv_path], dropped=dropped, bad=list(ctx.bad))
 
@@ -200,7 +198,5 @@ def _read_export(root: Path) -> RawSource:
         raise UserInputError(f"fer2013: no images found in {root}/train/<emotion>/ (expected layout: {FOLDER_LAYOUT})")
     splits = {}
     for split, cols in columns.items():
-        n = len(cols["id"])
-        cols.update(source=["fer2013"] * n, reference_label=[-1] * n)
-        splits[split] = make_split(cols, None, f"fer2013 {split}")
+        splits[split] = make_split(cols, None, f"fer2013 {split}", source="fer2013")
     return RawSource(name="fer2013", splits=finish(splits))

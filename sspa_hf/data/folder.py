@@ -92,8 +92,6 @@ def read_imagefolder(path: Path, options: Options, ctx: ReadContext) -> RawSourc
                 cols["id"].append(image.relative_to(path).as_posix())
         if not cols["id"]:
             raise UserInputError(f"imagefolder: no images found in class folders of {split_dir} (layout: {LAYOUT})")
-        n = len(cols["id"])
-        cols.update(source=[path.name or "imagefolder"] * n, reference_label=[-1] * n)
-        splits[split] = make_split(cols, None, f"imagefolder {split}")
+        splits[split] = make_split(cols, None, f"imagefolder {split}", source=path.name or "imagefolder")
         dropped[split] = counts
     return RawSource(name="imagefolder", splits=finish(splits), dropped=dropped)

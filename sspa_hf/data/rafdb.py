@@ -72,7 +72,5 @@ def read_rafdb(path: Path, options: Options, ctx: ReadContext) -> RawSource:
         raise UserInputError(f"{label_file}: no labelled images listed (expected layout: {LAYOUT})")
     splits = {}
     for split, cols in columns.items():
-        n = len(cols["id"])
-        cols.update(source=["rafdb"] * n, reference_label=[-1] * n)
-        splits[split] = make_split(cols, None, f"rafdb {split}")
+        splits[split] = make_split(cols, None, f"rafdb {split}", source="rafdb")
     return RawSource(name="rafdb", splits=finish(splits), meta_files=[label_file], bad=list(ctx.bad))

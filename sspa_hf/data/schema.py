@@ -81,8 +81,17 @@ def warn_empty_classes(split: Dataset, where: str) -> None:
         )
 
 
-def make_split(columns: dict[str, list], extra_features: Mapping[str, Any] | None, where: str) -> Dataset:
-    """Build one split from column lists (base columns first), cast to the shared features, warn on empty classes."""
+def make_split(
+    columns: dict[str, list], extra_features: Mapping[str, Any] | None, where: str, source: str | None = None
+) -> Dataset:
+    """Build one split from column lists (base columns first), cast to the shared features, warn on empty classes.
+
+    `source` fills the source column; a missing `reference_label` column means the source knows no other standard.
+    """
+    n = len(columns["id"])
+    columns = {"reference_label": [-1] * n, **columns}
+    if source is not None:
+        columns["source"] = [source] * n
     features = base_features(extra_features)
     missing = [name for name in features if name not in columns]
     if missing:
