@@ -43,6 +43,7 @@ AFFECTNET_LABELS: dict[int, str] = {
     6: "anger",
 }
 AFFECTNET_DROPPED: dict[int, str] = {7: "contempt", 8: "none", 9: "uncertain", 10: "no-face"}
+_IDS = label_ids(AFFECTNET_LABELS)
 CSV_COLUMNS = (
     "subDirectory_filePath",
     "face_x",
@@ -105,6 +106,19 @@ def _image_root(root: Path, override: Path | None) -> Path:
     raise UserInputError(f"affectnet: image folder {root / IMAGE_DIRS[0]} not found (layout: {LAYOUT})")
 
 
+def _label(code: str, counts: dict[str, int], unknown: str) -> int | None:
+    """Canonical id of an AffectNet expression code; None (and counted) for the codes dropped in 7-class work."""
+    code = str(code).strip()
+    expression = int(code) if code.lstrip("-").isdigit() else None
+    if expression in AFFECTNET_DROPPED:
+        reason = AFFECTNET_DROPPED[expression]
+        counts[reason] = counts.get(reason, 0) + 1
+        return None
+    if expression not in _IDS:
+        raise UserInputError(f"{unknown} (expected 0..10)")
+    return _IDS[expression]
+
+
 def _floats(text: str, where: str, what: str) -> list[float]:
     try:
         return [float(x) for x in text.split(";") if x.strip()]
@@ -114,7 +128,6 @@ def _floats(text: str, where: str, what: str) -> list[float]:
 
 def _read_csv_layout(root: Path, image_override: Path | None, align: bool, ctx: ReadContext) -> RawSource:
     images = _image_root(root, image_override)
-    ids = label_ids(AFFECTNET_LABELS)
     splits, dropped, meta = {}, {}, []
     for file_name, split in _CSV_SPLITS.items():
         csv_path = root / LISTS_DIR / file_name
@@ -139,16 +152,9 @@ def _read_csv_layout(root: Path, image_override: Path | None, align: bool, ctx: 
                 if len(row) < len(CSV_COLUMNS):
                     raise UserInputError(f"{where}: expected {len(CSV_COLUMNS)} columns, got {len(row)}")
                 rel, x, y, w, h, landmarks, code, valence, arousal = row[: len(CSV_COLUMNS)]
-                try:
-                    expression = int(code)
-                except ValueError:
-                    expression = None
-                if expression in AFFECTNET_DROPPED:
-                    reason = AFFECTNET_DROPPED[expression]
-                    counts[reason] = counts.get(reason, 0) + 1
+                label = _label(code, counts, f"{where}: unknown AffectNet expression {code!r} for {rel}")
+                if label is None:
                     continue
-                if expression not in ids:
-                    raise UserInputError(f"{where}: unknown AffectNet expression {code!r} for {rel} (expected 0..10)")
                 try:
                     box = [float(x), float(y), float(w), float(h)]
                     va = (float(valence), float(arousal))
@@ -167,7 +173,7 @@ def _read_csv_layout(root: Path, image_override: Path | None, align: bool, ctx: 
                         raise UserInputError(f"{where}: facial_landmarks of {rel} has {len(points)} numbers, not 136")
                     cols["landmarks"].append(points)
                 cols["image"].append(str(image))
-                cols["label"].append(ids[expression])
+                cols["label"].append(label)
                 cols["id"].append(rel)
                 cols["valence"].append(va[0])
                 cols["arousal"].append(va[1])
@@ -194,7 +200,6 @@ def _npy_float(path: Path) -> float:
 
 
 def _read_npy_layout(root: Path, align: bool, ctx: ReadContext) -> RawSource:
-    ids = label_ids(AFFECTNET_LABELS)
     splits, dropped, meta = {}, {}, []
     for folder, split in _NEW_SPLITS.items():
         if not (root / folder).is_dir():
@@ -212,13 +217,9 @@ def _read_npy_layout(root: Path, align: bool, ctx: ReadContext) -> RawSource:
                 raise UserInputError(f"affectnet: {image} has no annotation {exp_file} (layout: {LAYOUT})")
             code = _load_npy_value(exp_file)
             meta.append(exp_file)
-            expression = int(code) if code.lstrip("-").isdigit() else None
-            if expression in AFFECTNET_DROPPED:
-                reason = AFFECTNET_DROPPED[expression]
-                counts[reason] = counts.get(reason, 0) + 1
+            label = _label(code, counts, f"{exp_file}: unknown AffectNet expression {code!r}")
+            if label is None:
                 continue
-            if expression not in ids:
-                raise UserInputError(f"{exp_file}: unknown AffectNet expression {code!r} (expected 0..10)")
             va = []
             for suffix in ("val", "aro"):
                 file = ann_dir / f"{stem}_{suffix}.npy"
@@ -232,7 +233,7 @@ def _read_npy_layout(root: Path, align: bool, ctx: ReadContext) -> RawSource:
                     raise UserInputError(f"{lnd_file}: {points.size} numbers, expected 136 (68 landmarks)")
                 cols["landmarks"].append(points.tolist())
             cols["image"].append(str(image))
-            cols["label"].append(ids[expression])
+            cols["label"].append(label)
             cols["id"].append(f"{folder}/images/{image.name}")
             cols["valence"].append(va[0])
             cols["arousal"].append(va[1])
