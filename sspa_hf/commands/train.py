@@ -111,14 +111,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
     full = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
     scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
-    trainer.log_metrics("eval", scalars)
-    trainer.save_metrics("eval", scalars)
+    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
     output_dir = Path(args.output_dir)
+    class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if args.should_save:
         (output_dir / "eval_metrics.json").write_text(json.dumps(full, indent=2))
         plot_confusion_matrix(
             np.array(full["confusion_matrix"]),
-            [model.config.id2label[i] for i in range(model.config.num_labels)],
+            class_names,
             output_dir / "confusion_matrix.png",
             title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
         )
@@ -127,10 +127,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     trainer.create_model_card()
     if args.push_to_hub:
         trainer.push_to_hub()
-    summary = {**scalars, **trainer.selector.quality()}
+    quality = trainer.selector.quality()
     if args.should_save:
-        print_summary(summary, output_dir)
-    return summary
+        print_summary(full, class_names, quality, output_dir)
+    return {**scalars, **quality}
 
 
 def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict:
@@ -161,21 +161,16 @@ def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: 
     }
 
 
-def print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
-    """A short human-readable result block at the end of a run."""
-    rows = [
-        ("accuracy", "eval_accuracy"),
-        ("macro precision", "eval_macro_precision"),
-        ("macro recall", "eval_macro_recall"),
-        ("macro F1", "eval_macro_f1"),
-        ("selection precision", "selection/precision"),
-        ("selection recall", "selection/recall"),
-    ]
+def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict[str, float], output_dir: Path) -> None:
+    """The evaluation table sspa-eval prints, then the selection quality where it is known, then the model folder."""
+    from .evaluate import format_summary
+
     print(f"\nSSPA-JT results ({output_dir}):")
-    for name, key in rows:
-        if key in metrics:
-            print(f"  {name:<20} {100 * metrics[key]:6.2f} %")
-    print(f"  model folder         {output_dir} (pipeline('image-classification', model='{output_dir}'))")
+    print(format_summary(metrics, class_names))
+    for name in ("precision", "recall"):
+        if f"selection/{name}" in quality:
+            print(f"{'selection ' + name:<20}{100 * quality[f'selection/{name}']:6.2f} %")
+    print(f"{'model folder':<20}{output_dir} (pipeline('image-classification', model='{output_dir}'))")
 
 
 def main(argv: list[str] | None = None) -> int:
