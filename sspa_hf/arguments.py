@@ -96,6 +96,12 @@ class SSPATrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
     )
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Gradient clipping norm; 0 = no clipping, the paper's plain SGD (transformers' default is 1.0)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

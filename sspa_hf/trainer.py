@@ -177,7 +177,7 @@ class SSPATrainer(Trainer):
     # ----- epochs, checkpoints, reports -----
     def _advance(self, epoch: int) -> None:
         for stats in self.selector.advance_to(epoch):
-            self.log(stats)
+            self.log(dict(stats))  # a copy: `Trainer.log` writes its own "epoch" into the dict it is given
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, restoring the selection state from the checkpoint it resumes from."""

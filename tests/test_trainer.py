@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -189,3 +190,38 @@ def test_two_processes_hold_the_same_selection_state(tmp_path):
     assert states[0]["updates"].tolist() == [2] * 101
     assert states[0]["updated_epoch"].tolist() == [1] * 101
     assert int(states[0]["world_size"]) == 2
+
+
+class _GradNormAtStep(TrainerCallback):
+    """Record the gradient norm the optimiser is about to apply (after any clipping)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+
+
+@pytest.mark.parametrize(("max_grad_norm", "clipped"), [(None, False), (0.25, True)])
+def test_default_arguments_do_not_clip_gradients(tmp_path, max_grad_norm, clipped):
+    train_set, _ = joint_data(120, 120)
+    overrides = {"max_steps": 2, "learning_rate": 0.0}  # lr 0: the weights stay put, the norms stay comparable
+    if max_grad_norm is not None:
+        overrides["max_grad_norm"] = max_grad_norm
+    trainer = make_trainer(tmp_path, train_set, **overrides)
+    assert trainer.args.max_grad_norm == (0.0 if max_grad_norm is None else max_grad_norm)
+    recorder = _GradNormAtStep()
+    trainer.add_callback(recorder)
+    trainer.train()
+    if clipped:
+        assert max(recorder.norms) == pytest.approx(0.25, rel=1e-4)
+    else:  # this model's raw gradient norm at initialisation is about 0.8, far above 0.25
+        assert min(recorder.norms) > 0.5, recorder.norms
+
+
+def test_selection_history_records_the_epoch_each_entry_closes(tmp_path):
+    trainer = _fit(tmp_path, 60, 60, num_train_epochs=4, selection_epochs=2)
+    assert [entry["epoch"] for entry in trainer.selector.history] == [0.0, 1.0, 2.0, 3.0]
+    written = json.loads((tmp_path / "run" / "selection_history.json").read_text())
+    assert [entry["epoch"] for entry in written] == [0.0, 1.0, 2.0, 3.0]
