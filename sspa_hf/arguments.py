@@ -8,6 +8,8 @@ from transformers import TrainingArguments
 
 from .pairing import ALLOCATIONS
 
+SELECTION_MODES = ("paper", "transition", "cleanlab")
+
 
 @dataclass
 class ModelArguments:
@@ -93,6 +95,17 @@ class SSPATrainingArguments(TrainingArguments):
     use_pairing: bool = field(
         default=True, metadata={"help": "PAM: mix noisy samples into clean partners after the SS stage."}
     )
+    selection_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "How the auxiliary labels are treated. 'paper': Eq. 3-4 select during the first T_S epochs, then "
+            "PAM. 'transition' (ours, beyond the paper): no sample is dropped; the model learns a C x C matrix "
+            "M[y, j] = P(auxiliary label y | target class j) and an auxiliary label enters the loss as "
+            "log sum_j M[y, j] p(j) (docs/method.md). 'cleanlab': the anchor; cleanlab's find_label_issues on "
+            "probabilities cross-validated over crossfit_folds folds, then training on what it keeps."
+        },
+    )
+    crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
     )
@@ -113,5 +126,11 @@ class SSPATrainingArguments(TrainingArguments):
             raise ValueError(f"mixup_alpha and mixup_beta must be > 0, got {self.mixup_alpha}, {self.mixup_beta}")
         if self.selection_epochs < 0:
             raise ValueError(f"selection_epochs must be >= 0, got {self.selection_epochs}")
+        if self.selection_mode not in SELECTION_MODES:
+            raise ValueError(f"selection_mode must be one of {SELECTION_MODES}, got {self.selection_mode!r}")
+        if self.selection_mode != "paper" and not self.use_selection:
+            raise ValueError(f"selection_mode {self.selection_mode!r} selects auxiliary samples; use_selection is off")
+        if self.crossfit_folds < 2:
+            raise ValueError(f"crossfit_folds must be >= 2, got {self.crossfit_folds}")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")

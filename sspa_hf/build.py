@@ -17,8 +17,11 @@ from .weights import load_backbone_weights, load_hub_backbone
 logger = logging.getLogger(__name__)
 
 
-def build_model(args: ModelArguments):
-    """A fresh SSPA model (optionally with pretrained backbone weights) or a saved one, and its image processor."""
+def build_model(args: ModelArguments, standard_transition: bool = False):
+    """A fresh SSPA model (optionally with pretrained backbone weights) or a saved one, and its image processor.
+
+    `standard_transition` adds the learnt auxiliary-to-target label transition (selection_mode 'transition').
+    """
     if args.model_name_or_path:
         model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
         if not isinstance(model.config, SSPAConfig):
@@ -39,6 +42,7 @@ def build_model(args: ModelArguments):
             backbone_config=backbone_config,
             num_experts=args.num_experts,
             image_size=args.image_size,
+            standard_transition=standard_transition,
         )
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc

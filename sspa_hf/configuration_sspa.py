@@ -43,11 +43,13 @@ class SSPAConfig(PretrainedConfig):
         num_experts: k, the number of experts of the Mixture-of-Experts head (1 = a plain linear classifier).
         image_size: square input side in pixels; ARM's feature size follows it.
         arm_momentum: momentum of ARM's running batch mean (like BatchNorm's), used in eval mode.
+        standard_transition: learn a C x C matrix M[y, j] = P(auxiliary label y | target-standard class j) that
+            explains the auxiliary labels during training (selection_mode "transition"); unused at inference.
     """
 
     model_type = "sspa"
     # Only `logits` is gathered at evaluation (Trainer.predict); the rest of SSPAOutput stays on the device.
-    keys_to_ignore_at_inference = ["expert_logits", "expert_probs", "gate", "features"]
+    keys_to_ignore_at_inference = ["expert_logits", "expert_probs", "gate", "features", "auxiliary_log_probs"]
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class SSPAConfig(PretrainedConfig):
         num_experts: int = 3,
         image_size: int = 224,
         arm_momentum: float = 0.1,
+        standard_transition: bool = False,
         **kwargs: Any,
     ) -> None:
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -72,6 +75,7 @@ class SSPAConfig(PretrainedConfig):
         self.num_experts = num_experts
         self.image_size = image_size
         self.arm_momentum = arm_momentum
+        self.standard_transition = bool(standard_transition)
         if backbone == "arm":
             self.arm_feature_side()  # validates channels and input size early, with a message naming them
 

@@ -18,6 +18,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_sspa import ARM_KERNEL, ARM_STRIDE, ARM_UPSCALE, SSPAConfig
 
+TRANSITION_INIT = 3.0  # diagonal logit of the standard transition at initialisation
+
 
 @dataclass
 class SSPAOutput(ModelOutput):
@@ -33,6 +35,7 @@ class SSPAOutput(ModelOutput):
     expert_probs: torch.Tensor | None = None  # (batch, k, C): p_i
     gate: torch.Tensor | None = None  # (batch, k): w
     features: torch.Tensor | None = None  # (batch, D): f
+    auxiliary_log_probs: torch.Tensor | None = None  # (batch, k, C): log sum_j M[y, j] p_i(j), with a transition
 
 
 class MixtureOfExperts(nn.Module):
@@ -114,6 +117,9 @@ class SSPAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ARMFeature):
             init.ones_(module.alpha)
             init.zeros_(module.running_batch_mean)
+        elif getattr(module, "standard_transition", None) is not None:  # starts near identity: P(y = j | j) ~ 0.77
+            with torch.no_grad():
+                module.standard_transition.copy_(TRANSITION_INIT * torch.eye(module.config.num_labels))
 
 
 class SSPAForImageClassification(SSPAPreTrainedModel):
@@ -132,6 +138,9 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
                 config.backbone_config.hidden_sizes[-1], config.arm_feature_side(), config.arm_momentum
             )
         self.moe = MixtureOfExperts(config.feature_dim, config.num_labels, config.num_experts)
+        self.standard_transition = None
+        if config.standard_transition:  # logits of M[y, j] = P(auxiliary label y | target-standard class j)
+            self.standard_transition = nn.Parameter(torch.zeros(config.num_labels, config.num_labels))
         self.post_init()
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -154,6 +163,10 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         loss = None
         if labels is not None:
             loss = expert_cross_entropy(expert_logits, labels).mean()
+        auxiliary_log_probs = None
+        if self.standard_transition is not None:  # log P(auxiliary label | x) = log sum_j M[y, j] p_i(j)
+            log_m = self.standard_transition.float().log_softmax(dim=0)
+            auxiliary_log_probs = torch.logsumexp(expert_log_probs.unsqueeze(-2) + log_m, dim=-1)
         output = SSPAOutput(
             loss=loss,
             logits=logits,
@@ -161,6 +174,7 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
             expert_probs=expert_log_probs.exp(),
             gate=gate,
             features=features,
+            auxiliary_log_probs=auxiliary_log_probs,
         )
         return output if return_dict is not False else output.to_tuple()
 

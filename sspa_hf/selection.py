@@ -66,6 +66,12 @@ class SampleSelector:
         """True during the sample-selection (SS) stage, while thresholds move and the partition can change."""
         return self.enabled and self.epoch < self.selection_epochs
 
+    def freeze(self, clean: np.ndarray) -> None:
+        """Use a partition decided before training (selection modes beyond the paper) from epoch 0, unchanged."""
+        self.clean = torch.as_tensor(np.asarray(clean), dtype=torch.bool).clone()
+        self.pending = self.clean.clone()
+        self.selection_epochs = 0
+
     def loss_mask(self, indices: torch.Tensor) -> torch.Tensor:
         """Which of these samples are in the clean set used by this epoch's loss."""
         return self.clean[indices.cpu()]

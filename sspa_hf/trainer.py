@@ -69,6 +69,15 @@ class SSPATrainer(Trainer):
             enabled=self.args.use_selection,
             reference_labels=np.asarray(data["reference_label"]) if "reference_label" in data.column_names else None,
         )
+        if self.args.selection_mode == "cleanlab":
+            if "clean" not in data.column_names:
+                raise ValueError("selection_mode 'cleanlab' needs the clean column (crossfit.clean_with_cleanlab)")
+            self.selector.freeze(np.asarray(data["clean"]))
+        elif self.args.selection_mode == "transition":
+            if not getattr(self.model.config, "standard_transition", False):
+                raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
+            self.selector.freeze(np.ones(len(data), dtype=bool))  # nothing is dropped
+        self.standard_judgement: dict[str, np.ndarray] = {}  # transition mode: per-sample verdict after training
         processor = self.processing_class
         self.train_augment = TrainAugment(
             image_size=processor.size["height"],
@@ -110,15 +119,35 @@ class SSPATrainer(Trainer):
     def get_test_dataloader(self, test_dataset) -> torch.utils.data.DataLoader:
         return self.get_eval_dataloader(test_dataset)
 
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """The Trainer's list, less the standard transition: decay would pull M towards uniform, not towards 0."""
+        return [name for name in super().get_decay_parameter_names(model) if "standard_transition" not in name]
+
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)  # the Trainer reads the batch again after the step
         sample_index = inputs.pop("sample_index")
-        inputs.pop("is_target", None)
+        is_target = inputs.pop("is_target")
         labels, pixels = inputs.pop("labels"), inputs.pop("pixel_values")
         if not model.training:
             outputs = model(pixel_values=pixels, labels=labels)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        if self.args.selection_mode == "transition":
+            # Beyond the paper: every sample enters the loss; a target label directly, an auxiliary label through
+            # the learnt standard transition, -log sum_j M[y, j] p_i(j), averaged over the experts.
+            outputs = model(pixel_values=pixels)
+            aux_nll = (
+                -outputs.auxiliary_log_probs.gather(
+                    2, labels.view(-1, 1, 1).expand(-1, outputs.auxiliary_log_probs.shape[1], 1)
+                )
+                .squeeze(2)
+                .mean(dim=1)
+            )
+            per_sample = torch.where(
+                is_target.to(pixels.device), expert_cross_entropy(outputs.expert_logits, labels), aux_nll
+            )
+            loss = per_sample.mean()
+            return (loss, outputs) if return_outputs else loss
 
         clean = self.selector.loss_mask(sample_index).to(pixels.device)
         if self.selector.selecting:
@@ -191,12 +220,38 @@ class SSPATrainer(Trainer):
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint:
             self.selector.load(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
+        if self.args.selection_mode == "transition":
+            self._judge_with_transition()
         self._check_ranks_agree()
         if self.args.should_save:
             output_dir = Path(self.args.output_dir)
             self.write_selection_table(output_dir / SELECTION_TABLE)
             (output_dir / SELECTION_HISTORY).write_text(json.dumps(self.selector.history, indent=1))
         return output
+
+    def _judge_with_transition(self) -> None:
+        """The trained model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
+
+        The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
+        target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
+        """
+        data = self.train_dataset
+        aux = np.flatnonzero(~np.asarray(data["is_target"], dtype=bool))
+        labels = np.asarray(data["label"])
+        target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
+        if len(aux):
+            logits = np.asarray(self.predict(data.select(aux)).predictions, dtype=np.float64)
+            log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+            log_m = torch.log_softmax(
+                self.accelerator.unwrap_model(self.model).standard_transition.detach().double().cpu(), dim=0
+            ).numpy()
+            log_q = log_p + log_m[labels[aux]]  # log M[y, j] + log p(j | x), up to a constant per row
+            target_label[aux] = log_q.argmax(axis=1)
+            given = log_q[np.arange(len(aux)), labels[aux]]
+            others = np.where(np.eye(log_q.shape[1], dtype=bool)[labels[aux]], -np.inf, log_q)
+            score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
+        self.selector.clean = torch.as_tensor(target_label == labels)
+        self.standard_judgement = {"target_standard_label": target_label, "score": score}
 
     def _check_ranks_agree(self) -> None:
         """Every process must hold the same thresholds and partition; fail loudly if not."""
@@ -239,6 +294,9 @@ class SSPATrainer(Trainer):
             "updates": sel.updates.numpy(),
             "changed_epoch": sel.changed_epoch.numpy(),
         }
+        if "score" in data.column_names:  # cleanlab mode: the margin of the given label
+            columns["score"] = np.asarray(data["score"])
+        columns.update(self.standard_judgement)  # transition mode: target-standard label and margin
         if sel.reference_labels is not None:
             columns["reference_label"] = sel.reference_labels.numpy()
         path.parent.mkdir(parents=True, exist_ok=True)

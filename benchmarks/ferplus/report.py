@@ -26,6 +26,8 @@ ORDER = [
     "ssm_dt",
     "ssm_dt_moe",
     "ssm_dt_pam",
+    "transition",
+    "cleanlab",
     "perfect_selection",
     "oracle",
 ]

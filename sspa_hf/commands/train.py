@@ -91,8 +91,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
-    model, processor = build_model(model_args)
+    model, processor = build_model(model_args, standard_transition=args.selection_mode == "transition")
     train_set, eval_set = build_datasets(data_args, seed=args.seed)
+    if args.selection_mode == "cleanlab":
+        from ..crossfit import clean_with_cleanlab
+
+        train_set = clean_with_cleanlab(model_args, args, train_set)
     trainer = SSPATrainer(
         model=model,
         args=args,
