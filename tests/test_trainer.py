@@ -34,7 +34,9 @@ def joint_data(n_target: int, n_aux: int) -> tuple:
 
 def make_trainer(tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, **overrides):
     torch.manual_seed(0)
-    model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48))
+    transition = overrides.get("selection_mode") == "transition"
+    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, standard_transition=transition)
+    model = SSPAForImageClassification(config)
     settings = {
         "output_dir": str(tmp_path / "run"),
         "per_device_train_batch_size": 32,
