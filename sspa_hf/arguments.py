@@ -103,6 +103,11 @@ class SSPATrainingArguments(TrainingArguments):
         },
     )
 
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "Kept False: every parameter of an SSPA model takes part in every forward pass."},
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.allocation not in ALLOCATIONS:

@@ -198,6 +198,16 @@ class SSPATrainer(Trainer):
             (output_dir / SELECTION_HISTORY).write_text(json.dumps(self.selector.history, indent=1))
         return output
 
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """An intermediate push (`hub_strategy` every_save...) uploads output_dir after the Trainer copies config
+        and weights there; add the modelling code (`auto_map`), so that every pushed revision loads with
+        `trust_remote_code=True`."""
+        if self.is_world_process_zero() and self.args.hub_strategy != "end":
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(self.model, self.args.output_dir, config=self.model.config)
+        super()._push_from_checkpoint(checkpoint_folder)
+
     def _check_ranks_agree(self) -> None:
         """Every process must hold the same thresholds and partition; fail loudly if not."""
         if self.accelerator.num_processes == 1:
