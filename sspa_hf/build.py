@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
 
 from .arguments import DataArguments, ModelArguments
@@ -50,11 +50,12 @@ def build_model(args: ModelArguments):
     return model, make_image_processor(args.image_size, args.image_mean, args.image_std)
 
 
-def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
-    """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
+def build_train_set(args: DataArguments, seed: int, target: DatasetDict | None = None) -> Dataset:
+    """The joint training set: target train + a seeded fraction of auxiliary train (also rebuilt by
+    sspa-export-selection from a run's data_args.json)."""
     from .data import build_joint, load_source
 
-    target = load_source(args.target_dataset)
+    target = load_source(args.target_dataset) if target is None else target
     if "train" not in target:
         raise UserInputError(f"target data set {args.target_dataset!r} has no train split (it has {list(target)})")
     auxiliary = None
@@ -65,9 +66,17 @@ def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
                 f"auxiliary data set {args.auxiliary_dataset!r} has no train split ({list(aux_source)})"
             )
         auxiliary = aux_source["train"]
-    train = build_joint(
+    return build_joint(
         target["train"], auxiliary, fraction=args.auxiliary_fraction, seed=seed, stratified=args.auxiliary_stratified
     )
+
+
+def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
+    """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
+    from .data import load_source
+
+    target = load_source(args.target_dataset)
+    train = build_train_set(args, seed, target=target)
     evaluation = load_source(args.eval_dataset) if args.eval_dataset else target
     if args.eval_split not in evaluation:
         raise UserInputError(

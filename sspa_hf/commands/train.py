@@ -24,14 +24,12 @@ from transformers.utils import logging as hf_logging
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..errors import UserInputError
 from . import run_command
+from .export_selection import DATA_ARGS_FILE
 from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
 
 __all__ = ["load_recipe", "main", "parse_arguments", "train"]
 
 logger = logging.getLogger("sspa_hf.train")
-
-
-DATA_ARGS_FILE = "data_args.json"
 
 
 def train(
