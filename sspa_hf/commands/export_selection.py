@@ -28,7 +28,9 @@ SELECTION_TABLE = "selection.parquet"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also renders --help)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="an sspa-train output folder (selection.parquet)")
     parser.add_argument("out", metavar="OUT", help="new folder for the data set (datasets' save_to_disk)")
     parser.add_argument("--kept-only", action="store_true", help="write only the consistent (kept) samples")
