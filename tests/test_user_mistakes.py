@@ -270,3 +270,18 @@ def test_eval_of_a_second_dataset_on_the_same_split_keeps_the_first(tmp_path, ca
     assert eval_command.check_not_another_dataset(folders[0], specs[0], "test") is None
     with pytest.raises(eval_command.UserInputError, match="already holds"):
         eval_command.check_not_another_dataset(folders[0], specs[1], "test")
+
+
+def test_selection_stage_prints_one_line_per_epoch_and_announces_the_frozen_partition(tmp_path, capfd):
+    out = tmp_path / "run"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--num_train_epochs", "3", "--selection_epochs", "2"]
+    assert main([*flags, "--save_strategy", "epoch", "--disable_tqdm", "false"]) == 0
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err
+    lines = [line for line in printed.splitlines() if line.startswith("[selection] epoch")]
+    assert [line.split(":")[0] for line in lines] == ["[selection] epoch 1", "[selection] epoch 2"]
+    assert all("auxiliary clean" in line and "precision" in line and "mean tau" in line for line in lines)
+    frozen = [line for line in printed.splitlines() if "partition frozen after 2 epochs" in line]
+    assert len(frozen) == 1 and "anger " in frozen[0] and "paired augmentation" in frozen[0]
+    assert "selection/aux_clean_ratio" not in printed  # no per-epoch statistics dict
+    assert "Writing model shards" not in printed

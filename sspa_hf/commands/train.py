@@ -226,6 +226,7 @@ def _main(argv: list[str]) -> int:
     push_at_end = check_arguments(model_args, data_args, training_args)
     if training_args.should_log:
         hf_logging.set_verbosity_warning()
+        hf_logging.disable_progress_bar()  # "Writing model shards" at every save; the Trainer's own bar stays
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     status = RunStatus(Path(training_args.output_dir), enabled=training_args.should_save)
     status.write("running")
