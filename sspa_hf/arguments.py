@@ -73,6 +73,13 @@ class DataArguments:
     crop_padding: float = field(
         default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
     )
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Every image is checked before training; leave the ones that do not decode out (listed in "
+            "bad_images.tsv) instead of stopping."
+        },
+    )
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
@@ -10,6 +11,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Re
 from .arguments import DataArguments, ModelArguments
 from .configuration_sspa import SSPAConfig
 from .errors import UserInputError
+from .image_check import without_bad_images
 from .modeling_sspa import SSPAForImageClassification
 from .processing import make_image_processor
 from .weights import load_backbone_weights, load_hub_backbone
@@ -50,9 +52,11 @@ def build_model(args: ModelArguments):
     return model, make_image_processor(args.image_size, args.image_mean, args.image_std)
 
 
-def build_train_set(args: DataArguments, seed: int, target: DatasetDict | None = None) -> Dataset:
-    """The joint training set: target train + a seeded fraction of auxiliary train (also rebuilt by
-    sspa-export-selection from a run's data_args.json)."""
+def build_train_set(
+    args: DataArguments, seed: int, target: DatasetDict | None = None, report_dir: Path | None = None
+) -> Dataset:
+    """The joint training set: target train + a seeded fraction of auxiliary train, its images checked (also
+    rebuilt by sspa-export-selection from a run's data_args.json). Bad images: see `without_bad_images`."""
     from .data import build_joint, load_source
 
     target = load_source(args.target_dataset) if target is None else target
@@ -66,28 +70,30 @@ def build_train_set(args: DataArguments, seed: int, target: DatasetDict | None =
                 f"auxiliary data set {args.auxiliary_dataset!r} has no train split ({list(aux_source)})"
             )
         auxiliary = aux_source["train"]
-    return build_joint(
+    joint = build_joint(
         target["train"], auxiliary, fraction=args.auxiliary_fraction, seed=seed, stratified=args.auxiliary_stratified
     )
+    return without_bad_images(joint, "training", args.skip_bad_images, report_dir)
 
 
-def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
+def build_datasets(args: DataArguments, seed: int, report_dir: Path | None = None) -> tuple[Dataset, Dataset]:
     """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
     from .data import load_source
 
     target = load_source(args.target_dataset)
-    train = build_train_set(args, seed, target=target)
+    train = build_train_set(args, seed, target=target, report_dir=report_dir)
     evaluation = load_source(args.eval_dataset) if args.eval_dataset else target
     if args.eval_split not in evaluation:
         raise UserInputError(
             f"evaluation data set {args.eval_dataset or args.target_dataset!r} has no split {args.eval_split!r} "
             f"(it has {list(evaluation)})"
         )
+    evaluation = without_bad_images(evaluation[args.eval_split], "evaluation", args.skip_bad_images, report_dir)
     logger.info(
         "Training on %d samples (%d target, %d auxiliary); evaluating on %d.",
         len(train),
         sum(train["is_target"]),
         len(train) - sum(train["is_target"]),
-        len(evaluation[args.eval_split]),
+        len(evaluation),
     )
-    return train, evaluation[args.eval_split]
+    return train, evaluation

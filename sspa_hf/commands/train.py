@@ -49,7 +49,7 @@ def train(
 
     set_seed(args.seed)
     model, processor = build_model(model_args)
-    train_set, eval_set = build_datasets(data_args, seed=args.seed)
+    train_set, eval_set = build_datasets(data_args, seed=args.seed, report_dir=Path(args.output_dir))
     if args.should_save:  # what `sspa-export-selection` needs to rebuild the training set
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**dataclasses.asdict(data_args), "seed": args.seed, "num_samples": len(train_set)}
