@@ -285,3 +285,37 @@ def test_selection_stage_prints_one_line_per_epoch_and_announces_the_frozen_part
     assert len(frozen) == 1 and "anger " in frozen[0] and "paired augmentation" in frozen[0]
     assert "selection/aux_clean_ratio" not in printed  # no per-epoch statistics dict
     assert "Writing model shards" not in printed
+
+
+def test_plots_go_to_tensorboard_as_images(tmp_path):
+    """tensorboard is not installed here: a SummaryWriter double behind the Trainer's TensorBoardCallback."""
+    import numpy as np
+    from PIL import Image
+    from transformers.integrations import TensorBoardCallback
+
+    from sspa_hf.commands.train import log_plots_to_tensorboard
+
+    class Writer:
+        written: list = []
+
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_image(self, tag, array, step, dataformats):
+            Writer.written.append((self.log_dir, tag, array.shape, array.dtype, step, dataformats))
+
+        def close(self):
+            Writer.written.append("closed")
+
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(tmp_path / "clean_ratio.png")
+    Image.new("L", (10, 10)).save(tmp_path / "confusion_matrix.png")
+    callback = object.__new__(TensorBoardCallback)  # its __init__ needs tensorboard
+    callback._SummaryWriter, callback.logging_dir = Writer, str(tmp_path / "tb")
+    handler = SimpleNamespace(callbacks=[callback])
+    trainer = SimpleNamespace(callback_handler=handler, state=SimpleNamespace(global_step=9))
+    log_plots_to_tensorboard(trainer, [tmp_path / "clean_ratio.png", tmp_path / "confusion_matrix.png"])
+    assert Writer.written == [
+        (str(tmp_path / "tb"), "plots/clean_ratio", (20, 30, 3), np.uint8, 9, "HWC"),
+        (str(tmp_path / "tb"), "plots/confusion_matrix", (10, 10, 3), np.uint8, 9, "HWC"),
+        "closed",
+    ]

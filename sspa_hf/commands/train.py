@@ -83,7 +83,8 @@ def train(
             output_dir / "confusion_matrix.png",
             title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
         )
-        write_training_report(output_dir, train_set)
+        plots = [output_dir / "confusion_matrix.png", *write_training_report(output_dir, train_set)]
+        log_plots_to_tensorboard(trainer, plots)
     trainer.model_card_info = model_card_info(model_args, data_args, args)
     trainer.create_model_card()
     if status is not None:
@@ -94,6 +95,27 @@ def train(
     if args.should_save:
         print_summary(full, class_names, quality, output_dir)
     return {**scalars, **quality}
+
+
+def log_plots_to_tensorboard(trainer: Any, images: list[Path]) -> None:
+    """With `report_to` tensorboard, the run's plots also go to TensorBoard as images (beside the scalars),
+    through the summary-writer class and folder of the Trainer's TensorBoardCallback."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback._SummaryWriter is not None:
+            writer = callback._SummaryWriter(log_dir=callback.logging_dir)
+            write_images(writer, images, trainer.state.global_step)
+
+
+def write_images(writer: Any, images: list[Path], step: int) -> None:
+    """Add each PNG to a SummaryWriter as an HWC uint8 image tagged plots/NAME, then close the writer."""
+    from PIL import Image
+
+    for path in images:
+        with Image.open(path) as image:
+            writer.add_image(f"plots/{path.stem}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+    writer.close()
 
 
 def push_final(trainer: Any) -> None:
