@@ -319,3 +319,13 @@ def test_plots_go_to_tensorboard_as_images(tmp_path):
         (str(tmp_path / "tb"), "plots/confusion_matrix", (10, 10, 3), np.uint8, 9, "HWC"),
         "closed",
     ]
+
+
+def test_a_busy_machine_gets_a_warning(caplog):
+    from sspa_hf.commands.train import warn_if_oversubscribed
+
+    with caplog.at_level("WARNING"):
+        assert warn_if_oversubscribed(load=0.5, cores=2) is False
+        assert caplog.text == ""
+        assert warn_if_oversubscribed(load=3.7, cores=2) is True
+    assert "load 3.7 on 2 cores" in caplog.text and "OMP_NUM_THREADS" in caplog.text

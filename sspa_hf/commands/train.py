@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -163,6 +164,26 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
     return True
 
 
+def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) -> bool:
+    """Warn when the machine is already busy: two CPU trainings that each use every core run many times slower
+    than one (torch starts one thread per core). Returns whether it warned."""
+    import torch
+
+    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
+    if load is None or load < cores:
+        return False
+    logger.warning(
+        "this machine is busy (load %.1f on %d cores) and torch uses %d threads: another training at the same time "
+        "slows both down many times; give each run its share with OMP_NUM_THREADS (e.g. %d)",
+        load,
+        cores,
+        torch.get_num_threads(),
+        max(1, cores // 2),
+    )
+    return True
+
+
 def check_stages(args: SSPATrainingArguments) -> None:
     """T_S must leave epochs for the paired-augmentation stage, unless PAM is off (then say what happens)."""
     if not args.use_selection or args.max_steps > 0 or args.selection_epochs < args.num_train_epochs:
@@ -250,6 +271,8 @@ def _main(argv: list[str]) -> int:
         hf_logging.set_verbosity_warning()
         hf_logging.disable_progress_bar()  # "Writing model shards" at every save; the Trainer's own bar stays
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+        if training_args.use_cpu or not _has_accelerator():
+            warn_if_oversubscribed()
     status = RunStatus(Path(training_args.output_dir), enabled=training_args.should_save)
     status.write("running")
     previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
@@ -265,6 +288,12 @@ def _main(argv: list[str]) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def _terminated(signum: int, frame: Any) -> None:
