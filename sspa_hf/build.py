@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
@@ -19,15 +21,30 @@ from .weights import load_backbone_weights, load_hub_backbone
 logger = logging.getLogger(__name__)
 
 
+@contextmanager
+def _one_line(what: str, name: str) -> Iterator[None]:
+    """A model that cannot be loaded (not found, not a model, no access) becomes one line naming the argument."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, UserInputError):
+            raise
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise UserInputError(f"{what}: cannot load {name}: {lines[0] if lines else type(exc).__name__}") from exc
+
+
 def build_model(args: ModelArguments):
     """A fresh SSPA model (optionally with pretrained backbone weights) or a saved one, and its image processor."""
     if args.model_name_or_path:
-        model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
+        with _one_line("model_name_or_path", args.model_name_or_path):
+            model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
+            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
         if not isinstance(model.config, SSPAConfig):
             raise UserInputError(f"{args.model_name_or_path} is a {model.config.model_type!r} model, not an SSPA one")
-        return model, AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        return model, processor
     if args.backbone_checkpoint:
-        backbone_config = ResNetConfig.from_pretrained(args.backbone_checkpoint)
+        with _one_line("backbone_checkpoint", args.backbone_checkpoint):
+            backbone_config = ResNetConfig.from_pretrained(args.backbone_checkpoint)
     else:
         backbone_config = ResNetConfig(
             layer_type=args.backbone_layer_type,

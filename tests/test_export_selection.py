@@ -104,3 +104,12 @@ def test_export_refuses_a_changed_data_set_and_missing_pieces_in_one_line(run, t
     (tmp_path / "taken" / "x").write_text("")
     assert export_main([str(run), str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_export_push_without_hub_access_fails_before_writing(run, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert export_main([str(run), str(tmp_path / "out"), "--push-to-hub", "me/clean"]) == 2
+    assert "--push-to-hub: the Hub cannot be reached" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

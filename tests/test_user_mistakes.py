@@ -329,3 +329,21 @@ def test_a_busy_machine_gets_a_warning(caplog):
         assert caplog.text == ""
         assert warn_if_oversubscribed(load=3.7, cores=2) is True
     assert "load 3.7 on 2 cores" in caplog.text and "OMP_NUM_THREADS" in caplog.text
+
+
+def test_eval_of_a_mistyped_model_folder_says_so_without_hub_retries(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.chdir(tmp_path)
+    assert eval_command.main(["runs/typo", "synthetic:?role=target&n=14"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "sspa-eval: error: model: no model folder runs/typo (and no Hub access: HF_HUB_OFFLINE is set)"
+
+
+def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    (tmp_path / "not_a_model").mkdir()
+    flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out")]
+    assert main([*flags, "--model_name_or_path", str(tmp_path / "not_a_model")]) == 2
+    assert f"model_name_or_path: cannot load {tmp_path / 'not_a_model'}" in _one_line_error(capsys)
