@@ -347,3 +347,13 @@ def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
     flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out")]
     assert main([*flags, "--model_name_or_path", str(tmp_path / "not_a_model")]) == 2
     assert f"model_name_or_path: cannot load {tmp_path / 'not_a_model'}" in _one_line_error(capsys)
+
+
+def test_a_value_refused_after_parsing_is_blamed_on_where_it_came_from(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"extends: {QUICKSTART}\nallocation: simplex\n")
+    assert main([str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"recipe {recipe}, key allocation:" in _one_line_error(capsys)
+    assert main([QUICKSTART, "--allocation", "simplex", "--output_dir", str(tmp_path / "out")]) == 2
+    message = _one_line_error(capsys)
+    assert "flag --allocation:" in message and "recipe" not in message.split(":")[1]

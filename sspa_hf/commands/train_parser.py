@@ -179,6 +179,19 @@ def recipe_defaults(parser: TrainArgumentParser, path: Path) -> dict[str, Any]:
     return defaults
 
 
+def _blame(message: str, parser: TrainArgumentParser, flags: list[str], recipe: Path | None) -> str:
+    """Where a value refused after parsing came from: the flag if the message names one given on the command
+    line, else the recipe, else the arguments as a whole."""
+    named = [name for name in parser.actions_by_name() if name in message]
+    given = {flag.split("=")[0].lstrip("-").replace("-", "_") for flag in flags if flag.startswith("--")}
+    for name in named:
+        if name in given:
+            return f"flag --{name}"
+    if recipe is not None:
+        return f"recipe {recipe}" + (f", key {named[0]}" if named else "")
+    return "arguments"
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSPATrainingArguments]:
     """Parse `[RECIPE] [--flag value ...]` into the three argument dataclasses."""
     parser = TrainArgumentParser()
@@ -193,7 +206,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
     except ValueError as exc:  # values refused by the dataclasses' __post_init__
         if isinstance(exc, UserInputError):
             raise
-        raise UserInputError(f"{f'recipe {recipe}' if recipe else 'arguments'}: {exc}") from exc
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{_blame(message, parser, flags, recipe)}: {message}") from exc
     if remaining:
         first = remaining[0]
         if first.startswith("-"):
