@@ -75,6 +75,13 @@ class DataArguments:
     crop_padding: float = field(
         default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
     )
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Every image is checked before training; leave the ones that do not decode out (listed in "
+            "bad_images.tsv) instead of stopping."
+        },
+    )
 
 
 @dataclass
@@ -114,6 +121,11 @@ class SSPATrainingArguments(TrainingArguments):
         metadata={
             "help": "Gradient clipping norm; 0 = no clipping, the paper's plain SGD (transformers' default is 1.0)."
         },
+    )
+
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "Kept False: every parameter of an SSPA model takes part in every forward pass."},
     )
 
     def __post_init__(self) -> None:

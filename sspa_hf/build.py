@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
 
 from .arguments import DataArguments, ModelArguments
 from .configuration_sspa import SSPAConfig
 from .errors import UserInputError
+from .image_check import without_bad_images
 from .modeling_sspa import SSPAForImageClassification
 from .processing import make_image_processor
 from .weights import load_backbone_weights, load_hub_backbone
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _one_line(what: str, name: str) -> Iterator[None]:
+    """A model that cannot be loaded (not found, not a model, no access) becomes one line naming the argument."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, UserInputError):
+            raise
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise UserInputError(f"{what}: cannot load {name}: {lines[0] if lines else type(exc).__name__}") from exc
 
 
 def build_model(args: ModelArguments, standard_transition: bool = False):
@@ -23,12 +39,15 @@ def build_model(args: ModelArguments, standard_transition: bool = False):
     `standard_transition` adds the learnt auxiliary-to-target label transition (selection_mode 'transition').
     """
     if args.model_name_or_path:
-        model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
+        with _one_line("model_name_or_path", args.model_name_or_path):
+            model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
+            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
         if not isinstance(model.config, SSPAConfig):
             raise UserInputError(f"{args.model_name_or_path} is a {model.config.model_type!r} model, not an SSPA one")
-        return model, AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        return model, processor
     if args.backbone_checkpoint:
-        backbone_config = ResNetConfig.from_pretrained(args.backbone_checkpoint)
+        with _one_line("backbone_checkpoint", args.backbone_checkpoint):
+            backbone_config = ResNetConfig.from_pretrained(args.backbone_checkpoint)
     else:
         backbone_config = ResNetConfig(
             layer_type=args.backbone_layer_type,
@@ -54,11 +73,14 @@ def build_model(args: ModelArguments, standard_transition: bool = False):
     return model, make_image_processor(args.image_size, args.image_mean, args.image_std)
 
 
-def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
-    """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
+def build_train_set(
+    args: DataArguments, seed: int, target: DatasetDict | None = None, report_dir: Path | None = None
+) -> Dataset:
+    """The joint training set: target train + a seeded fraction of auxiliary train, its images checked (also
+    rebuilt by sspa-export-selection from a run's data_args.json). Bad images: see `without_bad_images`."""
     from .data import build_joint, load_source
 
-    target = load_source(args.target_dataset)
+    target = load_source(args.target_dataset) if target is None else target
     if "train" not in target:
         raise UserInputError(f"target data set {args.target_dataset!r} has no train split (it has {list(target)})")
     auxiliary = None
@@ -69,20 +91,30 @@ def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
                 f"auxiliary data set {args.auxiliary_dataset!r} has no train split ({list(aux_source)})"
             )
         auxiliary = aux_source["train"]
-    train = build_joint(
+    joint = build_joint(
         target["train"], auxiliary, fraction=args.auxiliary_fraction, seed=seed, stratified=args.auxiliary_stratified
     )
+    return without_bad_images(joint, "training", args.skip_bad_images, report_dir)
+
+
+def build_datasets(args: DataArguments, seed: int, report_dir: Path | None = None) -> tuple[Dataset, Dataset]:
+    """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
+    from .data import load_source
+
+    target = load_source(args.target_dataset)
+    train = build_train_set(args, seed, target=target, report_dir=report_dir)
     evaluation = load_source(args.eval_dataset) if args.eval_dataset else target
     if args.eval_split not in evaluation:
         raise UserInputError(
             f"evaluation data set {args.eval_dataset or args.target_dataset!r} has no split {args.eval_split!r} "
             f"(it has {list(evaluation)})"
         )
+    evaluation = without_bad_images(evaluation[args.eval_split], "evaluation", args.skip_bad_images, report_dir)
     logger.info(
         "Training on %d samples (%d target, %d auxiliary); evaluating on %d.",
         len(train),
         sum(train["is_target"]),
         len(train) - sum(train["is_target"]),
-        len(evaluation[args.eval_split]),
+        len(evaluation),
     )
-    return train, evaluation[args.eval_split]
+    return train, evaluation

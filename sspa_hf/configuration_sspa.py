@@ -64,6 +64,8 @@ class SSPAConfig(PretrainedConfig):
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(_EXPRESSIONS))
         super().__init__(**kwargs)
+        if self.id2label and not getattr(self, "label2id", None):  # transformers 5 leaves it None: name -> id
+            self.label2id = {name: int(i) for i, name in self.id2label.items()}
         if backbone not in BACKBONES:
             raise ValueError(f"SSPAConfig: unknown backbone {backbone!r}; expected one of {BACKBONES}")
         if not isinstance(num_experts, int) or num_experts < 1:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .arguments import SSPATrainingArguments
@@ -89,6 +90,9 @@ class SSPATrainer(Trainer):
         self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
         self.model_card_info: dict = {}  # what the output folder does not say: data sets, hyperparameters
         self.add_callback(_SSPACallback(self))
+        for plain, quiet in ((ProgressCallback, _QuietProgressCallback), (PrinterCallback, _QuietPrinterCallback)):
+            if self.pop_callback(plain) is not None:
+                self.add_callback(quiet)
 
     # ----- data -----
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -205,8 +209,16 @@ class SSPATrainer(Trainer):
 
     # ----- epochs, checkpoints, reports -----
     def _advance(self, epoch: int) -> None:
+        """Close the epochs before `epoch`: log their statistics (back-ends) and print one line each."""
         for stats in self.selector.advance_to(epoch):
             self.log(dict(stats))  # a copy: `Trainer.log` writes its own "epoch" into the dict it is given
+            if not self.is_world_process_zero() or not self.selector.enabled:
+                continue
+            closed = int(stats["epoch"])
+            if closed < self.selector.selection_epochs:
+                _say(epoch_line(closed, stats, self.selector.num_experts))
+            if closed == self.selector.selection_epochs - 1:
+                _say(stage_switch_line(self.selector, self.model.config.id2label, self.args.use_pairing))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, restoring the selection state from the checkpoint it resumes from."""
@@ -252,6 +264,16 @@ class SSPATrainer(Trainer):
             score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
         self.selector.clean = torch.as_tensor(target_label == labels)
         self.standard_judgement = {"target_standard_label": target_label, "score": score}
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """An intermediate push (`hub_strategy` every_save...) uploads output_dir after the Trainer copies config
+        and weights there; add the modelling code (`auto_map`), so that every pushed revision loads with
+        `trust_remote_code=True`."""
+        if self.is_world_process_zero() and self.args.hub_strategy != "end":
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(self.model, self.args.output_dir, config=self.model.config)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def _check_ranks_agree(self) -> None:
         """Every process must hold the same thresholds and partition; fail loudly if not."""
@@ -302,6 +324,60 @@ class SSPATrainer(Trainer):
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(columns), path)
         return path
+
+
+def _say(line: str) -> None:
+    """Print a line above the progress bar (not inside it)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
+def epoch_line(epoch: int, stats: dict[str, float], num_experts: int) -> str:
+    """One readable line per selection epoch: clean ratio, selection precision/recall when known, mean tau."""
+    parts = []
+    if "selection/aux_clean_ratio" in stats:
+        parts.append(f"auxiliary clean {100 * stats['selection/aux_clean_ratio']:.1f} %")
+    for name in ("precision", "recall"):
+        if f"selection/{name}" in stats:
+            parts.append(f"{name} {100 * stats[f'selection/{name}']:.1f} %")
+    taus = [stats[f"selection/mean_tau/expert_{i}"] for i in range(num_experts)]
+    parts.append(f"mean tau {sum(taus) / len(taus):.3f}")
+    return f"[selection] epoch {epoch + 1}: " + ", ".join(parts)
+
+
+def stage_switch_line(selector: SampleSelector, id2label: dict[int, str], use_pairing: bool) -> str:
+    """The end of the selection stage: what is frozen, kept / flagged auxiliary samples per class."""
+    aux = ~selector.is_target
+    counts = []
+    for c in range(selector.num_classes):
+        members = aux & (selector.labels == c)
+        if members.any():
+            kept = int(selector.clean[members].sum())
+            counts.append(f"{id2label.get(c, c)} {kept}/{int(members.sum()) - kept}")
+    then = "paired augmentation (PAM) mixes the flagged ones" if use_pairing else "the flagged ones leave the loss"
+    return (
+        f"[selection] partition frozen after {selector.selection_epochs} epochs; {then}. Auxiliary kept/flagged per "
+        f"class: {', '.join(counts) or 'no auxiliary samples'}"
+    )
+
+
+class _QuietProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, without the per-epoch selection dict (`epoch_line` says it in one line)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = {k: v for k, v in (logs or {}).items() if not k.startswith(("selection/", "pairing/"))}
+        if set(logs) - {"epoch", "total_flos"}:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class _QuietPrinterCallback(PrinterCallback):
+    """`disable_tqdm`'s printer, likewise."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = {k: v for k, v in (logs or {}).items() if not k.startswith(("selection/", "pairing/"))}
+        if set(logs) - {"epoch", "total_flos"}:
+            super().on_log(args, state, control, logs=logs, **kwargs)
 
 
 class _SSPACallback(TrainerCallback):

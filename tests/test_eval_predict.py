@@ -171,7 +171,7 @@ def test_eval_writes_metrics_equal_to_classification_metrics_of_the_models_argma
     spec = f"imagefolder:{root / 'data'}"
     status = eval_command.main([str(root / "model"), spec, "--batch-size", "5"])
     assert status == 0
-    out_dir = root / "model" / "eval-test"  # default: MODEL/eval-SPLIT
+    out_dir = root / "model" / "eval-imagefolder-data-test"  # default: MODEL/eval-DATASET-SPLIT
     record = json.loads((out_dir / "eval_metrics.json").read_text())
     expected = _expected_metrics(setup["model"], setup["truth"], list(EXPRESSIONS))
     assert {k: record[k] for k in expected} == expected

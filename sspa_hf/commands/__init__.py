@@ -1,4 +1,4 @@
-"""Console scripts: sspa-train, sspa-eval, sspa-predict, sspa-prepare."""
+"""Console scripts: sspa-train, sspa-eval, sspa-predict, sspa-prepare, sspa-export-selection."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ processor (the same preprocessing as pipeline()), then accuracy, macro precision
 MODEL is a model folder (written by sspa-train or save_pretrained) or a Hub id. DATASET-SPEC is
 FORMAT:PATH[?key=value&...] (e.g. rafdb:/data/RAF-DB/basic, imagefolder:/data/faces) or a folder written
 by sspa-prepare. Writes eval_metrics.json and confusion_matrix.png into the output folder: by default
-MODEL/eval-SPLIT for a model folder, ./eval-NAME-SPLIT in the current directory for a Hub id."""
+MODEL/eval-DATASET-SPLIT for a model folder, ./eval-NAME-DATASET-SPLIT in the current directory for a Hub
+id (DATASET: the spec's format and last path part, e.g. rafdb-basic)."""
 
 EPILOG = f"""\
 examples:
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         default=None,
         metavar="DIR",
-        help="where to write eval_metrics.json and confusion_matrix.png (default: MODEL/eval-SPLIT for a folder, "
-        "./eval-NAME-SPLIT for a Hub id)",
+        help="where to write eval_metrics.json and confusion_matrix.png (default: MODEL/eval-DATASET-SPLIT for a "
+        "folder, ./eval-NAME-DATASET-SPLIT for a Hub id)",
     )
     parser.add_argument(
         "--num-workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default: 0)"
@@ -118,13 +119,38 @@ def predict_split(
     return np.concatenate(true), np.concatenate(pred)
 
 
-def default_output_dir(model: str, split: str) -> Path:
-    """MODEL/eval-SPLIT for a local folder, ./eval-NAME-SPLIT (NAME = last part of the id) for a Hub id."""
+def dataset_slug(spec: str) -> str:
+    """A short folder-safe name for a dataset spec: FORMAT-LASTPART (rafdb:/data/RAF-DB/basic -> rafdb-basic)."""
+    spec = spec.split("?", 1)[0].rstrip("/")
+    fmt, _, path = spec.partition(":") if re.match(r"^\w+:", spec) else ("", "", spec)
+    parts = [part for part in (fmt, Path(path).name) if part]
+    return re.sub(r"[^\w.-]+", "_", "-".join(parts)) or "dataset"
+
+
+def default_output_dir(model: str, dataset: str, split: str) -> Path:
+    """MODEL/eval-DATASET-SPLIT for a local folder, ./eval-NAME-DATASET-SPLIT (NAME = last part of the id) for a
+    Hub id: evaluating a second dataset on the same split never overwrites the first."""
     folder = Path(model).expanduser()
     if folder.is_dir():
-        return folder / f"eval-{split}"
+        return folder / f"eval-{dataset_slug(dataset)}-{split}"
     name = re.sub(r"[^\w.-]+", "_", model.rstrip("/").split("/")[-1])
-    return Path.cwd() / f"eval-{name}-{split}"
+    return Path.cwd() / f"eval-{name}-{dataset_slug(dataset)}-{split}"
+
+
+def check_not_another_dataset(output_dir: Path, dataset: str, split: str) -> None:
+    """Refuse to overwrite a default folder that holds another dataset's evaluation (two specs, one slug)."""
+    existing = output_dir / METRICS_FILE
+    if not existing.is_file():
+        return
+    try:
+        record = json.loads(existing.read_text())
+    except (OSError, ValueError):
+        return
+    if (record.get("dataset"), record.get("split")) != (dataset, split):
+        raise UserInputError(
+            f"{output_dir} already holds the evaluation of {record.get('dataset')} [{record.get('split')}]; "
+            "choose another folder with --output-dir"
+        )
 
 
 def format_summary(metrics: dict[str, Any], class_names: list[str]) -> str:
@@ -161,7 +187,11 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     mapping = label_mapping(dict(model.config.id2label), class_names)
     y_true, y_model = predict_split(model, processor, data, args.batch_size, args.num_workers, device)
     metrics = classification_metrics(y_true, mapping[y_model], num_classes=len(class_names), class_names=class_names)
-    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.split)
+    if args.output_dir:
+        output_dir = Path(args.output_dir)
+    else:
+        output_dir = default_output_dir(args.model, args.dataset, args.split)
+        check_not_another_dataset(output_dir, args.dataset, args.split)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {**metrics, "model": args.model, "dataset": args.dataset, "split": args.split, "n": len(y_true)}
     (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
@@ -57,9 +56,9 @@ def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
 
     import sspa_hf  # noqa: F401  (registers SSPAConfig / SSPAForImageClassification with the Auto classes)
 
-    looks_local = Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise UserInputError(f"model folder {name} not found")
+    from ..hub import check_model_reference
+
+    check_model_reference(name, "model")  # a local folder first; a Hub id only when the Hub can be reached
     try:
         model_class = _remote_model_class(name) if trust_remote_code else None
         if model_class is not None:

@@ -7,84 +7,42 @@ accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m ssp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..errors import UserInputError
 from . import run_command
+from .export_selection import DATA_ARGS_FILE
+from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
+
+__all__ = ["load_recipe", "main", "parse_arguments", "train"]
 
 logger = logging.getLogger("sspa_hf.train")
-RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a recipe; `extends: other.yaml` (relative to it) is read first and overridden key by key."""
-    if not path.is_file():
-        raise UserInputError(f"recipe {path} not found")
-    if path.resolve() in _seen:
-        raise UserInputError(f"recipe {path} extends itself (through {' -> '.join(map(str, _seen))})")
-    try:
-        recipe = yaml.safe_load(path.read_text())  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"recipe {path} is not valid YAML/JSON: {exc}".replace("\n", " ")) from exc
-    if not isinstance(recipe, dict):
-        raise UserInputError(f"recipe {path} must be a mapping of argument names to values")
-    if "extends" in recipe:
-        base = load_recipe(path.parent / str(recipe.pop("extends")), (*_seen, path.resolve()))
-        recipe = {**base, **recipe}
-    return recipe
-
-
-def recipe_to_argv(path: Path) -> list[str]:
-    """Turn a recipe file into command-line flags, so flags given after it override it (argparse: last wins)."""
-    argv: list[str] = []
-    for key, value in load_recipe(path).items():
-        if value is None:  # `key: null` unsets what an extended recipe set
-            continue
-        argv.append(f"--{key}")
-        if isinstance(value, bool):
-            argv.append(str(value).lower())
-        elif isinstance(value, list):
-            argv.extend(str(v) for v in value)
-        elif isinstance(value, dict):
-            argv.append(json.dumps(value))
-        else:
-            argv.append(str(value))
-    return argv
-
-
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSPATrainingArguments]:
-    """Parse `[RECIPE] [--flag value ...]` into the three argument dataclasses."""
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, SSPATrainingArguments),
-        prog="sspa-train",
-        description="Train SSPA-JT: sample selection + paired augmentation joint training for facial expressions. "
-        "The first argument may be a YAML/JSON recipe whose keys are the flags below; flags after it override it.",
-        epilog="Example: sspa-train recipes/quickstart.yaml --num_train_epochs 4 --output_dir runs/try",
-    )
-    flags = argv
-    if argv and argv[0].endswith(RECIPE_SUFFIXES):
-        flags = recipe_to_argv(Path(argv[0])) + argv[1:]
-    try:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=flags)
-    except ValueError as exc:  # unknown keys, bad values from __post_init__
-        source = f"recipe {argv[0]}" if flags is not argv else "arguments"
-        raise UserInputError(f"{source}: {exc}") from exc
-    return model_args, data_args, training_args
-
-
-def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict[str, Any]:
-    """Build, train, evaluate on the target test split, write reports and the model card; return eval metrics."""
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: SSPATrainingArguments,
+    status: RunStatus | None = None,
+    push_at_end: bool = False,
+) -> dict[str, Any]:
+    """Build, train, evaluate on the target test split, write reports and the model card, mark the run complete
+    (`status`), then push; return eval metrics. `push_at_end`: push once at the end although `args.push_to_hub`
+    was turned off for the Trainer (the Hub could not be reached at start-up)."""
     from ..build import build_datasets, build_model
     from ..metrics import classification_metrics, compute_metrics
     from ..plots import plot_confusion_matrix, write_training_report
@@ -92,7 +50,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
 
     set_seed(args.seed)
     model, processor = build_model(model_args, standard_transition=args.selection_mode == "transition")
-    train_set, eval_set = build_datasets(data_args, seed=args.seed)
+    train_set, eval_set = build_datasets(data_args, seed=args.seed, report_dir=Path(args.output_dir))
+    if args.should_save:  # what `sspa-export-selection` needs to rebuild the training set
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        record = {**dataclasses.asdict(data_args), "seed": args.seed, "num_samples": len(train_set)}
+        (Path(args.output_dir) / DATA_ARGS_FILE).write_text(json.dumps(record, indent=1))
     if args.selection_mode == "cleanlab":
         from ..crossfit import clean_with_cleanlab
 
@@ -126,15 +88,136 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
             output_dir / "confusion_matrix.png",
             title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
         )
-        write_training_report(output_dir, train_set)
+        plots = [output_dir / "confusion_matrix.png", *write_training_report(output_dir, train_set)]
+        log_plots_to_tensorboard(trainer, plots)
     trainer.model_card_info = model_card_info(model_args, data_args, args)
     trainer.create_model_card()
-    if args.push_to_hub:
-        trainer.push_to_hub()
+    if status is not None:
+        status.write("complete")  # before the push, so that the pushed run_status.json says so
+    if args.push_to_hub or push_at_end:
+        push_final(trainer)
     quality = trainer.selector.quality()
     if args.should_save:
         print_summary(full, class_names, quality, output_dir)
     return {**scalars, **quality}
+
+
+def log_plots_to_tensorboard(trainer: Any, images: list[Path]) -> None:
+    """With `report_to` tensorboard, the run's plots also go to TensorBoard as images (beside the scalars),
+    through the summary-writer class and folder of the Trainer's TensorBoardCallback."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback._SummaryWriter is not None:
+            writer = callback._SummaryWriter(log_dir=callback.logging_dir)
+            write_images(writer, images, trainer.state.global_step)
+
+
+def write_images(writer: Any, images: list[Path], step: int) -> None:
+    """Add each PNG to a SummaryWriter as an HWC uint8 image tagged plots/NAME, then close the writer."""
+    from PIL import Image
+
+    for path in images:
+        with Image.open(path) as image:
+            writer.add_image(f"plots/{path.stem}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+    writer.close()
+
+
+def push_final(trainer: Any) -> None:
+    """The end-of-run push; if it fails the trained model is still in output_dir, and the message says so."""
+    trainer.args.push_to_hub = True
+    try:
+        trainer.push_to_hub()
+    except Exception as exc:
+        raise UserInputError(
+            f"the push to the Hub failed ({_first_line(exc)}); the trained model is complete in "
+            f"{trainer.args.output_dir}: push it later with `hf upload REPO_ID {trainer.args.output_dir}`"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> bool:
+    """Refuse, before any work, what would fail or silently do something else later; return whether the push
+    must wait for the end of the run (`hub_strategy end` while the Hub cannot be reached now)."""
+    from ..hub import check_model_reference, push_problem
+
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserInputError(f"output_dir {output_dir} is an existing file, not a folder")
+    check_stages(args)
+    if model_args.model_name_or_path:
+        check_model_reference(model_args.model_name_or_path, "model_name_or_path")
+    elif model_args.backbone_checkpoint:
+        check_model_reference(model_args.backbone_checkpoint, "backbone_checkpoint")
+    check_report_to(args.report_to)
+    if not args.push_to_hub:
+        return False
+    problem = push_problem(args.hub_token)
+    if problem is None:
+        return False
+    if getattr(args.hub_strategy, "value", args.hub_strategy) != "end":
+        raise UserInputError(
+            f"push_to_hub: {problem}; fix that, or set --hub_strategy end to train now and push only at the end"
+        )
+    logger.warning("push_to_hub: %s; training anyway, the push is tried once at the end (hub_strategy end)", problem)
+    args.push_to_hub = False  # the Trainer would create the repository now
+    return True
+
+
+def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) -> bool:
+    """Warn when the machine is already busy: two CPU trainings that each use every core run many times slower
+    than one (torch starts one thread per core). Returns whether it warned."""
+    import torch
+
+    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
+    if load is None or load < cores:
+        return False
+    logger.warning(
+        "this machine is busy (load %.1f on %d cores) and torch uses %d threads: another training at the same time "
+        "slows both down many times; give each run its share with OMP_NUM_THREADS (e.g. %d)",
+        load,
+        cores,
+        torch.get_num_threads(),
+        max(1, cores // 2),
+    )
+    return True
+
+
+def check_stages(args: SSPATrainingArguments) -> None:
+    """T_S must leave epochs for the paired-augmentation stage, unless PAM is off (then say what happens)."""
+    if not args.use_selection or args.max_steps > 0 or args.selection_epochs < args.num_train_epochs:
+        return
+    if args.use_pairing:
+        raise UserInputError(
+            f"selection_epochs ({args.selection_epochs}) must be smaller than num_train_epochs "
+            f"({args.num_train_epochs:g}): paired augmentation (use_pairing) starts after T_S epochs and would never "
+            "run; lower selection_epochs, or set use_pairing false to select during the whole run"
+        )
+    logger.warning(
+        "selection_epochs (%d) >= num_train_epochs (%g): every epoch is a selection epoch and the partition is "
+        "never frozen (use_pairing is off)",
+        args.selection_epochs,
+        args.num_train_epochs,
+    )
+
+
+def check_report_to(report_to: list[str] | str | None) -> None:
+    """Every `report_to` back-end must be installed (transformers would fail later with a traceback)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    available = get_available_reporting_integrations()
+    missing = [name for name in names if name not in ("none", "all") and name not in available]
+    if missing:
+        raise UserInputError(
+            f"report_to {missing[0]}: its package is not installed (pip install {missing[0]}); "
+            f"installed back-ends: {', '.join(available) or 'none'}"
+        )
 
 
 def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict:
@@ -183,19 +266,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if {"-h", "--help", "--help-all"} & set(argv):
+        print(TrainArgumentParser().format_grouped_help(full="--help-all" in argv))
+        return 0
     model_args, data_args, training_args = parse_arguments(argv)
+    push_at_end = check_arguments(model_args, data_args, training_args)
     if training_args.should_log:
         hf_logging.set_verbosity_warning()
+        hf_logging.disable_progress_bar()  # "Writing model shards" at every save; the Trainer's own bar stays
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+        if training_args.use_cpu or not _has_accelerator():
+            warn_if_oversubscribed()
     status = RunStatus(Path(training_args.output_dir), enabled=training_args.should_save)
     status.write("running")
+    previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
     try:
-        train(model_args, data_args, training_args)
+        train(model_args, data_args, training_args, status=status, push_at_end=push_at_end)
     except BaseException as exc:
-        status.write("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, KeyboardInterrupt):
+            status.write("interrupted", str(exc) or "KeyboardInterrupt", last_checkpoint=True)
+        else:
+            status.write("failed", f"{type(exc).__name__}: {exc}")
         raise
-    status.write("complete")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (schedulers, `docker stop`) ends the run like Ctrl-C: status "interrupted", last checkpoint named."""
+    raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class RunStatus:
@@ -205,13 +316,20 @@ class RunStatus:
     def __init__(self, output_dir: Path, enabled: bool) -> None:
         self.path, self.enabled = output_dir / "run_status.json", enabled
 
-    def write(self, state: str, error: str | None = None) -> None:
+    def write(self, state: str, error: str | None = None, last_checkpoint: bool = False) -> None:
+        """Record `state`; with `last_checkpoint`, also the checkpoint a resumed run would start from."""
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"status": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
         if error:
             record["error"] = error.strip().splitlines()[0] if error.strip() else error
+        if last_checkpoint:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            record["last_checkpoint"] = get_last_checkpoint(str(self.path.parent))
+            where = record["last_checkpoint"] or "none yet"
+            print(f"sspa-train: run {state}; last checkpoint: {where} (--resume_from_checkpoint true)", file=sys.stderr)
         self.path.write_text(json.dumps(record, indent=1))
 
 

@@ -1,0 +1,159 @@
+"""sspa-export-selection: the auxiliary data set of a finished run, cleaned to the target's standard.
+
+sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_clean
+sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_kept --kept-only --push-to-hub me/affectnet-rafdb-std
+
+The run folder holds the selection (`selection.parquet`) and the data arguments it trained on (`data_args.json`),
+not the images: the auxiliary set is rebuilt from those arguments (same seed, same fraction) and joined on
+sample_index and id, so a data set that changed since the run is refused instead of mislabelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserInputError
+from . import run_command
+
+PROG = "sspa-export-selection"
+DATA_ARGS_FILE = "data_args.json"
+SELECTION_TABLE = "selection.parquet"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also renders --help)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="an sspa-train output folder (selection.parquet)")
+    parser.add_argument("out", metavar="OUT", help="new folder for the data set (datasets' save_to_disk)")
+    parser.add_argument("--kept-only", action="store_true", help="write only the consistent (kept) samples")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also publish it as a Hub data set")
+    return parser
+
+
+def read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The run's selection table (pyarrow) and data arguments; a missing piece is a one-line error."""
+    import pyarrow.parquet as pq
+
+    table_path, args_path = run_dir / SELECTION_TABLE, run_dir / DATA_ARGS_FILE
+    for path in (table_path, args_path):
+        if not path.is_file():
+            raise UserInputError(f"{run_dir} is not a finished sspa-train run folder: {path.name} is missing")
+    return pq.read_table(table_path), json.loads(args_path.read_text())
+
+
+def selection_columns(table: Any) -> dict[str, np.ndarray]:
+    """consistent (the final side), score (min over experts of p_i(y) - tau_i: > 0 means above every threshold)
+    and, where the table has it, target_standard_label (a relabel)."""
+    columns = {
+        "consistent": np.asarray(table.column("clean").to_pylist(), dtype=bool),
+        "score": (np.asarray(table.column("last_py").to_pylist()) - np.asarray(table.column("tau").to_pylist())).min(
+            axis=1
+        ),
+    }
+    if "target_standard_label" in table.column_names:
+        columns["target_standard_label"] = np.asarray(table.column("target_standard_label").to_pylist())
+    return columns
+
+
+def auxiliary_with_selection(run_dir: Path) -> Any:
+    """The run's auxiliary samples (a `datasets.Dataset` with images) plus the selection columns."""
+    from ..arguments import DataArguments
+    from ..build import build_train_set
+
+    table, record = read_run(run_dir)
+    seed, expected = record.pop("seed"), record.pop("num_samples", None)
+    data_args = DataArguments(**{k: v for k, v in record.items() if k in DataArguments.__dataclass_fields__})
+    if not data_args.auxiliary_dataset:
+        raise UserInputError(f"run {run_dir} trained without an auxiliary data set: nothing to export")
+    joint = build_train_set(data_args, seed)
+    if len(joint) != table.num_rows or (expected is not None and len(joint) != expected):
+        raise UserInputError(
+            f"the data sets of run {run_dir} now give {len(joint)} training samples, the run had {table.num_rows}: "
+            "they changed since the run, so the selection cannot be matched to the images"
+        )
+    ids = table.column("id").to_pylist()
+    if list(joint["id"]) != ids or list(joint["sample_index"]) != table.column("sample_index").to_pylist():
+        raise UserInputError(f"the samples of run {run_dir} no longer match its selection table (ids differ)")
+    for name, values in selection_columns(table).items():
+        joint = joint.add_column(name, values.tolist())
+    auxiliary = np.flatnonzero(~np.asarray(joint["is_target"]))
+    return joint.select(auxiliary).remove_columns(["is_target"])
+
+
+def dataset_card(data: Any, run_dir: Path, kept_only: bool, full: Any) -> str:
+    """A data set card: sizes, per-class kept share, how it was made."""
+    names = full.features["label"].names
+    labels, consistent = np.asarray(full["label"]), np.asarray(full["consistent"])
+    rows = [
+        f"| {name} | {int((labels == c).sum())} | {int(consistent[labels == c].sum())} | "
+        f"{100 * consistent[labels == c].mean() if (labels == c).any() else 0:.1f} % |"
+        for c, name in enumerate(names)
+    ]
+    return "\n".join(
+        [
+            "---",
+            "task_categories:\n- image-classification",
+            "tags:\n- facial-expression-recognition\n- sspa-jt\n- label-noise",
+            "---",
+            "",
+            "# Auxiliary faces cleaned to the target's annotation standard",
+            "",
+            f"The auxiliary data set of the SSPA-JT run `{run_dir.name}`, with the side its sample selection put each "
+            "face on at the end of training: `consistent` (its label agrees with the target's standard), `score` "
+            "(min over experts of p_i(y) - tau_i, above 0 = above every threshold) and, where the run relabelled, "
+            "`target_standard_label`. Made with `sspa-export-selection` (sspa-hf).",
+            "",
+            f"{len(data)} faces in this set ({'consistent only' if kept_only else 'all'}); "
+            f"{int(consistent.sum())} of {len(full)} auxiliary faces kept ({100 * consistent.mean():.1f} %).",
+            "",
+            "| class | faces | kept | kept share |",
+            "| --- | ---: | ---: | ---: |",
+            *rows,
+            "",
+        ]
+    )
+
+
+def export(args: argparse.Namespace) -> Any:
+    """Write (and optionally push) the cleaned auxiliary set; return it."""
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserInputError(f"{out} already exists and is not an empty folder")
+    if args.push_to_hub:
+        from ..hub import push_problem
+
+        problem = push_problem()
+        if problem:
+            raise UserInputError(f"--push-to-hub: {problem}")
+    full = auxiliary_with_selection(run_dir)
+    data = full.filter(lambda kept: kept, input_columns="consistent") if args.kept_only else full
+    data.save_to_disk(str(out))
+    card = dataset_card(data, run_dir, args.kept_only, full)
+    (out / "README.md").write_text(card)
+    kept = int(np.sum(full["consistent"]))
+    print(f"wrote {len(data)} auxiliary faces to {out} ({kept} of {len(full)} consistent with the target standard)")
+    if args.push_to_hub:
+        from huggingface_hub import DatasetCard
+
+        data.push_to_hub(args.push_to_hub)
+        DatasetCard(card).push_to_hub(args.push_to_hub, repo_type="dataset")
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run sspa-export-selection; returns the exit status (2 for bad input, with a one-line message)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(PROG, lambda: (export(args), 0)[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

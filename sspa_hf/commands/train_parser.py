@@ -1,0 +1,218 @@
+"""sspa-train's arguments: recipe + command line into the three argument dataclasses, and a grouped --help.
+
+The recipe becomes the parser's defaults (`parser.set_defaults(**recipe)`, the way TRL's `TrlParser` reads its
+config files), so flags on the command line override it. Each recipe value is converted and checked against its
+argument first, so that a mistake names the recipe file and key; argparse's abbreviations are off, so neither a
+recipe key nor a flag is ever taken for a longer name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
+
+from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
+from ..errors import UserInputError
+
+PROG = "sspa-train"
+RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+DESCRIPTION = (
+    "Train SSPA-JT: sample selection + paired augmentation joint training for facial expressions. "
+    "The first argument may be a YAML/JSON recipe whose keys are the flags below; flags after it override it. "
+    "-h/--help lists SSPA's own options and the common Trainer ones; --help-all lists every option."
+)
+EPILOG = "Example: sspa-train recipes/quickstart.yaml --num_train_epochs 4 --output_dir runs/try"
+# The Trainer options most runs touch; --help lists them after SSPA's own.
+COMMON_TRAINER_OPTIONS = (
+    "output_dir",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "learning_rate",
+    "weight_decay",
+    "seed",
+    "save_strategy",
+    "resume_from_checkpoint",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "use_cpu",
+)
+# SSPA's own training options: the fields SSPATrainingArguments adds to TrainingArguments.
+_SSPA_OWN = [
+    f.name
+    for f in dataclasses.fields(SSPATrainingArguments)
+    if f.name not in {g.name for g in dataclasses.fields(TrainingArguments)}
+]
+
+
+class TrainArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` over (ModelArguments, DataArguments, SSPATrainingArguments), without abbreviations,
+    whose errors are `UserInputError`s (one line, exit 2) instead of usage dumps."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            (ModelArguments, DataArguments, SSPATrainingArguments),
+            prog=PROG,
+            description=DESCRIPTION,
+            epilog=EPILOG,
+            allow_abbrev=False,
+            add_help=False,
+        )
+
+    def error(self, message: str):  # argparse's bad-value path: one line, naming the flag
+        raise UserInputError(message)
+
+    def actions_by_name(self) -> dict[str, argparse.Action]:
+        """Each argument's main action by its name (a dataclass field), without the `--no_X` complements."""
+        actions: dict[str, argparse.Action] = {}
+        for action in self._actions:
+            if action.option_strings and not isinstance(action, argparse._StoreFalseAction):
+                actions.setdefault(action.dest, action)
+        return actions
+
+    def format_grouped_help(self, full: bool) -> str:
+        """--help (full=False): SSPA's options, then the common Trainer ones; --help-all: every option."""
+        actions = self.actions_by_name()
+        helper = argparse.ArgumentParser(
+            prog=PROG,
+            description=DESCRIPTION,
+            epilog=EPILOG,
+            add_help=False,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        groups = {
+            "SSPA-JT": _SSPA_OWN,
+            "model": [f for f in ModelArguments.__dataclass_fields__],
+            "data": [f for f in DataArguments.__dataclass_fields__],
+        }
+        trainer = [n for n in actions if n not in {x for names in groups.values() for x in names}]
+        if full:
+            groups["Trainer (transformers.TrainingArguments)"] = trainer
+        else:
+            groups["common Trainer options (--help-all for all " + str(len(trainer)) + ")"] = [
+                n for n in COMMON_TRAINER_OPTIONS if n in actions
+            ]
+        for title, names in groups.items():
+            group = helper.add_argument_group(title)
+            for name in names:
+                if name in actions:
+                    group._add_action(actions[name])
+        return helper.format_help()
+
+
+def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe; `extends: other.yaml` (relative to it) is read first and overridden key by key."""
+    if not path.is_file():
+        raise UserInputError(f"recipe {path} not found")
+    if path.resolve() in _seen:
+        raise UserInputError(f"recipe {path} extends itself (through {' -> '.join(map(str, _seen))})")
+    try:
+        recipe = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"recipe {path} is not valid YAML/JSON: {exc}".replace("\n", " ")) from exc
+    if not isinstance(recipe, dict):
+        raise UserInputError(f"recipe {path} must be a mapping of argument names to values")
+    if "extends" in recipe:
+        base = load_recipe(path.parent / str(recipe.pop("extends")), (*_seen, path.resolve()))
+        recipe = {**base, **recipe}
+    return recipe
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _expected(action: argparse.Action) -> str:
+    """The accepted values of an argument, in words."""
+    if action.choices:
+        return "one of " + ", ".join(map(str, action.choices))
+    if action.type is string_to_bool:
+        return "true or false"
+    return {int: "an integer", float: "a number"}.get(action.type, "a string")
+
+
+def convert_value(action: argparse.Action, value: Any) -> Any:
+    """A recipe value as the command line would turn it into the argument's value; ValueError if it cannot."""
+    many = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    if isinstance(value, list) and not many:
+        raise ValueError("a list")
+    if isinstance(value, dict):
+        value = json.dumps(value)
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for item in items:
+        text = str(item).lower() if isinstance(item, bool) else str(item)
+        try:
+            one = action.type(text) if action.type is not None else text
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise ValueError(repr(item)) from None
+        if action.choices and one not in action.choices:
+            raise ValueError(repr(item))
+        converted.append(one)
+    return converted if many else converted[0]
+
+
+def recipe_defaults(parser: TrainArgumentParser, path: Path) -> dict[str, Any]:
+    """The recipe's keys as parser defaults; an unknown key or a bad value names the file and the key."""
+    actions = parser.actions_by_name()
+    defaults = {}
+    for key, value in load_recipe(path).items():
+        action = actions.get(key)
+        if action is None:
+            raise UserInputError(f"recipe {path}: unknown key {key!r}{_did_you_mean(key, list(actions))}")
+        if value is None:  # `key: null` unsets what an extended recipe set
+            continue
+        try:
+            defaults[key] = convert_value(action, value)
+        except ValueError as exc:
+            raise UserInputError(f"recipe {path}: {key}: {exc} is not accepted; expected {_expected(action)}") from None
+    return defaults
+
+
+def _blame(message: str, parser: TrainArgumentParser, flags: list[str], recipe: Path | None) -> str:
+    """Where a value refused after parsing came from: the flag if the message names one given on the command
+    line, else the recipe, else the arguments as a whole."""
+    named = [name for name in parser.actions_by_name() if name in message]
+    given = {flag.split("=")[0].lstrip("-").replace("-", "_") for flag in flags if flag.startswith("--")}
+    for name in named:
+        if name in given:
+            return f"flag --{name}"
+    if recipe is not None:
+        return f"recipe {recipe}" + (f", key {named[0]}" if named else "")
+    return "arguments"
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSPATrainingArguments]:
+    """Parse `[RECIPE] [--flag value ...]` into the three argument dataclasses."""
+    parser = TrainArgumentParser()
+    flags, recipe = argv, None
+    if argv and argv[0].endswith(RECIPE_SUFFIXES):
+        recipe, flags = Path(argv[0]), argv[1:]
+        parser.set_defaults(**recipe_defaults(parser, recipe))
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(
+            args=flags, return_remaining_strings=True, look_for_args_file=False
+        )
+    except ValueError as exc:  # values refused by the dataclasses' __post_init__
+        if isinstance(exc, UserInputError):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{_blame(message, parser, flags, recipe)}: {message}") from exc
+    if remaining:
+        first = remaining[0]
+        if first.startswith("-"):
+            known = [opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")]
+            raise UserInputError(f"unknown flag {first}{_did_you_mean(first.split('=')[0], known)}")
+        raise UserInputError(f"unexpected argument {first!r} (the recipe, if any, must come first)")
+    model_args, data_args, training_args = parsed
+    return model_args, data_args, training_args

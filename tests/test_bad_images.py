@@ -1,0 +1,103 @@
+"""Bad images are found before training: one line and bad_images.tsv, or --skip_bad_images drops them."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from sspa_hf import EXPRESSIONS
+from sspa_hf.commands.train import main
+
+HERE = Path(__file__).resolve().parent
+FLAGS = [
+    str(HERE.parent / "recipes" / "quickstart.yaml"),
+    "--auxiliary_dataset",
+    "synthetic:?role=auxiliary&n=30",
+    "--backbone_depths",
+    "1",
+    "1",
+    "1",
+    "1",
+    "--backbone_hidden_sizes",
+    "8",
+    "16",
+    "32",
+    "64",
+    "--backbone_embedding_size",
+    "8",
+    "--num_train_epochs",
+    "2",
+    "--selection_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "16",
+    "--save_strategy",
+    "no",
+    "--disable_tqdm",
+    "true",
+]
+
+
+def _jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch) -> Path:
+    """An image folder whose train split holds one truncated JPEG; the check cache in tmp_path."""
+    monkeypatch.setenv("SSPA_HF_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "faces"
+    for split in ("train", "test"):
+        for c, name in enumerate(EXPRESSIONS):
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                (root / split / name / f"{i}.jpg").write_bytes(_jpeg(100 * c + i))
+    (root / "train" / "fear" / "broken.jpg").write_bytes(_jpeg(7)[:400])
+    return root
+
+
+def test_a_bad_image_stops_the_run_before_training_with_a_report(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*FLAGS, "--target_dataset", f"imagefolder:{folder}", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.jpg" in err[0] and "--skip_bad_images" in err[0], err
+    assert "BytesIO" not in err[0]
+    report = (out / "bad_images.tsv").read_text().splitlines()
+    assert report[0] == "name\treason" and len(report) == 2 and report[1].startswith(str(folder / "train" / "fear"))
+    assert not (out / "model.safetensors").exists() and not (out / "selection.parquet").exists()
+    assert json.loads((out / "run_status.json").read_text())["status"] == "failed"
+
+
+def test_skip_bad_images_leaves_them_out_and_says_how_many(folder, tmp_path, caplog):
+    out = tmp_path / "run"
+    flags = [*FLAGS, "--target_dataset", f"imagefolder:{folder}", "--output_dir", str(out)]
+    with caplog.at_level("WARNING"):
+        assert main([*flags, "--skip_bad_images", "true"]) == 0
+    assert "left out 1 bad image(s) of the training data" in caplog.text
+    table = pq.read_table(out / "selection.parquet")
+    assert table.num_rows == 14 + 30 and "broken" not in " ".join(table.column("id").to_pylist())
+    assert table.column("sample_index").to_pylist() == list(range(44))
+
+
+def test_the_verdict_is_cached_by_fingerprint(folder, monkeypatch):
+    import sspa_hf.image_check as image_check
+    from sspa_hf.data import load_source
+
+    train = load_source(f"imagefolder:{folder}")["train"]
+    first = image_check.find_bad_images(train, "training")
+    assert [name.rsplit("/", 1)[-1] for _, name, _ in first] == ["broken.jpg"]
+
+    def must_not_run(value, name):
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(image_check, "check_one", must_not_run)
+    assert image_check.find_bad_images(load_source(f"imagefolder:{folder}")["train"], "training") == first

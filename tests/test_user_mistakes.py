@@ -1,0 +1,359 @@
+"""Issue 12: every user mistake is one line (exit 2) before any work, and runs say honestly how they ended."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import Future
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sspa_hf.commands import evaluate as eval_command
+from sspa_hf.commands.train import main, parse_arguments
+
+HERE = Path(__file__).resolve().parent
+QUICKSTART = str(HERE.parent / "recipes" / "quickstart.yaml")
+TINY = [
+    "--target_dataset",
+    "synthetic:?role=target&n=70",
+    "--auxiliary_dataset",
+    "synthetic:?role=auxiliary&n=70",
+    "--backbone_depths",
+    "1",
+    "1",
+    "1",
+    "1",
+    "--backbone_hidden_sizes",
+    "8",
+    "16",
+    "32",
+    "64",
+    "--backbone_embedding_size",
+    "8",
+    "--num_train_epochs",
+    "2",
+    "--selection_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "35",
+    "--save_strategy",
+    "no",
+    "--disable_tqdm",
+    "true",
+]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "usage:" not in err, err[:2000]
+    lines = err.splitlines()
+    assert len(lines) == 1, err[:2000]
+    assert lines[0].startswith("sspa-train: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "line,needles",
+    [
+        ("num_experts: three", ["num_experts", "'three'", "an integer"]),
+        ("use_pairing: flase", ["use_pairing", "'flase'", "true or false"]),
+        ("optim: sgdd", ["optim", "'sgdd'", "one of", "sgd"]),
+        ("num_train_epoch: 3", ["unknown key 'num_train_epoch'", "num_train_epochs?"]),  # an abbreviation
+        ("num_expert: 3", ["unknown key 'num_expert'"]),
+    ],
+)
+def test_recipe_mistakes_name_the_file_the_key_and_the_accepted_values(tmp_path, capsys, line, needles):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"extends: {QUICKSTART}\n{line}\n")
+    assert main([str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
+    message = _one_line_error(capsys)
+    assert f"recipe {recipe}" in message
+    for needle in needles:
+        assert needle in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_abbreviated_and_unknown_flags_are_refused_and_blamed_on_the_flag(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main([QUICKSTART, "--num_expert", "3", "--output_dir", out]) == 2
+    message = _one_line_error(capsys)
+    assert "unknown flag --num_expert" in message and "--num_experts" in message and "recipe" not in message
+    assert main([QUICKSTART, "--no_such_flag", "1", "--output_dir", out]) == 2
+    message = _one_line_error(capsys)
+    assert "unknown flag --no_such_flag" in message and "recipe" not in message
+    assert main([QUICKSTART, "--num_experts", "three", "--output_dir", out]) == 2
+    assert "--num_experts" in _one_line_error(capsys)
+
+
+def test_recipe_values_become_defaults_that_flags_override(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"extends: {QUICKSTART}\nuse_pairing: false\nbackbone_depths: [2, 1, 1, 1]\nreport_to: none\n")
+    model, _, train = parse_arguments([str(recipe), "--use_pairing", "true", "--seed", "3"])
+    assert train.use_pairing is True and train.seed == 3 and model.backbone_depths == [2, 1, 1, 1]
+    _, _, train = parse_arguments([str(recipe)])
+    assert train.use_pairing is False
+
+
+def test_short_help_lists_sspa_options_first_and_help_all_everything(capsys):
+    assert main(["--help"]) == 0
+    short = capsys.readouterr().out
+    assert len(short.splitlines()) < 250
+    assert short.index("SSPA-JT:") < short.index("model:") < short.index("common Trainer options")
+    assert "--selection_epochs" in short and "--gradient_accumulation_steps" not in short
+    assert main(["--help-all"]) == 0
+    full = capsys.readouterr().out
+    assert "--gradient_accumulation_steps" in full and full.index("SSPA-JT:") < full.index("Trainer (")
+
+
+def test_selection_epochs_must_leave_a_pairing_stage(tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out)]
+    assert main([*flags, "--num_train_epochs", "2", "--selection_epochs", "5"]) == 2
+    message = _one_line_error(capsys)
+    assert "selection_epochs (5)" in message and "num_train_epochs (2)" in message and "use_pairing" in message
+    assert not out.exists()
+
+
+def test_without_pairing_a_long_selection_is_allowed_and_explained(tmp_path, caplog):
+    from sspa_hf.commands.train import check_arguments
+
+    args = parse_arguments([QUICKSTART, *TINY, "--selection_epochs", "5", "--use_pairing", "false"])
+    with caplog.at_level("WARNING"):
+        assert check_arguments(*args) is False
+    assert "never frozen" in caplog.text
+
+
+def test_saved_config_has_label2id(tmp_path):
+    from transformers import AutoConfig
+
+    from sspa_hf import SSPAConfig
+
+    SSPAConfig(image_size=48).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["label2id"]["happiness"] == 3
+    assert AutoConfig.from_pretrained(tmp_path).label2id["happiness"] == 3
+
+
+@pytest.mark.parametrize(
+    "make_flags,needle",
+    [
+        (lambda tmp: ["--output_dir", str(tmp / "a_file")], "is an existing file"),
+        (lambda tmp: ["--model_name_or_path", str(tmp / "no_model")], "no model folder"),
+        (lambda tmp: ["--model_name_or_path", "runs/typo"], "no model folder runs/typo (and no Hub access"),
+        (lambda tmp: ["--backbone_checkpoint", "microsoft/resnet-18"], "backbone_checkpoint: no model folder"),
+        (lambda tmp: ["--report_to", "tensorboard"], "report_to tensorboard"),
+        (lambda tmp: ["--push_to_hub", "true", "--hub_model_id", "me/x"], "push_to_hub: the Hub cannot be reached"),
+    ],
+)
+def test_start_up_mistakes_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, make_flags, needle):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out"), *make_flags(tmp_path)]
+    assert main(flags) == 2
+    assert needle in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(monkeypatch):
+    import huggingface_hub.constants
+
+    from sspa_hf.commands.train import check_arguments
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    args = parse_arguments([QUICKSTART, *TINY, "--push_to_hub", "true", "--hub_strategy", "end"])
+    assert check_arguments(*args) is True  # push deferred to the end
+    assert args[2].push_to_hub is False  # so the Trainer does not create the repository now
+
+
+def test_sigterm_marks_the_run_interrupted_and_names_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        import sspa_hf.commands.train as train_command
+
+        def fake_train(*args, **kwargs):
+            (Path({str(out)!r}) / "checkpoint-7").mkdir(parents=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("SIGTERM did not stop the run")
+
+        train_command.train = fake_train
+        sys.exit(train_command.main({[QUICKSTART, *TINY, "--output_dir", str(out)]!r}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130, result.stderr[-3000:]
+    status = json.loads((out / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
+    assert status["last_checkpoint"] == str(out / "checkpoint-7")
+    assert "checkpoint-7" in result.stderr
+
+
+class _RevisionHub:
+    """A file-based Hub double: every upload_folder call becomes one revision folder, as the Hub would hold it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.revisions = root, []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, repo_id, folder_path, path_in_repo=None, ignore_patterns=(), **kwargs):
+        previous = self.revisions[-1] if self.revisions else None
+        revision = self.root / f"rev{len(self.revisions)}"
+        if previous is not None:
+            shutil.copytree(previous, revision)
+        base = revision / (path_in_repo or "")
+        for path in Path(folder_path).rglob("*"):
+            relative = path.relative_to(folder_path).as_posix()
+            if path.is_file() and not any(fnmatch.fnmatch(relative, p) for p in ignore_patterns or ()):
+                (base / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, base / relative)
+        self.revisions.append(revision)
+        done = Future()
+        done.set_result(SimpleNamespace(commit_url="local"))
+        return done if kwargs.get("run_as_future") else done.result()
+
+
+def test_every_pushed_revision_loads_with_remote_code(tmp_path, monkeypatch):
+    import transformers.trainer
+
+    import sspa_hf.hub
+    from sspa_hf.commands.model_io import load_model
+
+    hub = _RevisionHub(tmp_path / "hub")
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
+    monkeypatch.setattr(sspa_hf.hub, "push_problem", lambda token=None: None)
+    out = tmp_path / "run"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--save_strategy", "epoch", "--push_to_hub", "true"]
+    assert main([*flags, "--hub_model_id", "me/sspa", "--hub_strategy", "every_save"]) == 0
+    assert len(hub.revisions) >= 3  # two epochs' saves, then the final push
+    for revision in hub.revisions:
+        for name in ("modeling_sspa.py", "configuration_sspa.py", "config.json", "model.safetensors"):
+            assert (revision / name).is_file(), f"{revision.name}: {name} missing"
+        model, _ = load_model(str(revision), trust_remote_code=True)
+        assert not type(model).__module__.startswith("sspa_hf")  # the revision's own code
+    final = json.loads((hub.revisions[-1] / "run_status.json").read_text())
+    assert final["status"] == "complete"
+
+
+def test_eval_of_a_second_dataset_on_the_same_split_keeps_the_first(tmp_path, capsys):
+    from PIL import Image
+
+    from sspa_hf import EXPRESSIONS, SSPAConfig, SSPAForImageClassification, make_image_processor
+
+    config = SSPAConfig(backbone_config={"depths": [1], "hidden_sizes": [8], "embedding_size": 8}, image_size=32)
+    SSPAForImageClassification(config).save_pretrained(tmp_path / "model")
+    make_image_processor(32, [0.5] * 3, [0.5] * 3).save_pretrained(tmp_path / "model")
+    specs = []
+    for name in ("first", "second"):
+        for i, label in enumerate(EXPRESSIONS):
+            (tmp_path / name / "test" / label).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (i * 30, 0, 0)).save(tmp_path / name / "test" / label / "a.png")
+        specs.append(f"imagefolder:{tmp_path / name}")
+    for spec in specs:
+        assert eval_command.main([str(tmp_path / "model"), spec]) == 0
+    folders = sorted((tmp_path / "model").glob("eval-*"))
+    assert [json.loads((f / "eval_metrics.json").read_text())["dataset"] for f in folders] == specs
+    # a folder holding another dataset's evaluation is never overwritten silently
+    assert eval_command.check_not_another_dataset(folders[0], specs[0], "test") is None
+    with pytest.raises(eval_command.UserInputError, match="already holds"):
+        eval_command.check_not_another_dataset(folders[0], specs[1], "test")
+
+
+def test_selection_stage_prints_one_line_per_epoch_and_announces_the_frozen_partition(tmp_path, capfd):
+    out = tmp_path / "run"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--num_train_epochs", "3", "--selection_epochs", "2"]
+    assert main([*flags, "--save_strategy", "epoch", "--disable_tqdm", "false"]) == 0
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err
+    lines = [line for line in printed.splitlines() if line.startswith("[selection] epoch")]
+    assert [line.split(":")[0] for line in lines] == ["[selection] epoch 1", "[selection] epoch 2"]
+    assert all("auxiliary clean" in line and "precision" in line and "mean tau" in line for line in lines)
+    frozen = [line for line in printed.splitlines() if "partition frozen after 2 epochs" in line]
+    assert len(frozen) == 1 and "anger " in frozen[0] and "paired augmentation" in frozen[0]
+    assert "selection/aux_clean_ratio" not in printed  # no per-epoch statistics dict
+    assert "Writing model shards" not in printed
+
+
+def test_plots_go_to_tensorboard_as_images(tmp_path):
+    """tensorboard is not installed here: a SummaryWriter double behind the Trainer's TensorBoardCallback."""
+    import numpy as np
+    from PIL import Image
+    from transformers.integrations import TensorBoardCallback
+
+    from sspa_hf.commands.train import log_plots_to_tensorboard
+
+    class Writer:
+        written: list = []
+
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_image(self, tag, array, step, dataformats):
+            Writer.written.append((self.log_dir, tag, array.shape, array.dtype, step, dataformats))
+
+        def close(self):
+            Writer.written.append("closed")
+
+    Image.new("RGB", (30, 20), (255, 0, 0)).save(tmp_path / "clean_ratio.png")
+    Image.new("L", (10, 10)).save(tmp_path / "confusion_matrix.png")
+    callback = object.__new__(TensorBoardCallback)  # its __init__ needs tensorboard
+    callback._SummaryWriter, callback.logging_dir = Writer, str(tmp_path / "tb")
+    handler = SimpleNamespace(callbacks=[callback])
+    trainer = SimpleNamespace(callback_handler=handler, state=SimpleNamespace(global_step=9))
+    log_plots_to_tensorboard(trainer, [tmp_path / "clean_ratio.png", tmp_path / "confusion_matrix.png"])
+    assert Writer.written == [
+        (str(tmp_path / "tb"), "plots/clean_ratio", (20, 30, 3), np.uint8, 9, "HWC"),
+        (str(tmp_path / "tb"), "plots/confusion_matrix", (10, 10, 3), np.uint8, 9, "HWC"),
+        "closed",
+    ]
+
+
+def test_a_busy_machine_gets_a_warning(caplog):
+    from sspa_hf.commands.train import warn_if_oversubscribed
+
+    with caplog.at_level("WARNING"):
+        assert warn_if_oversubscribed(load=0.5, cores=2) is False
+        assert caplog.text == ""
+        assert warn_if_oversubscribed(load=3.7, cores=2) is True
+    assert "load 3.7 on 2 cores" in caplog.text and "OMP_NUM_THREADS" in caplog.text
+
+
+def test_eval_of_a_mistyped_model_folder_says_so_without_hub_retries(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.chdir(tmp_path)
+    assert eval_command.main(["runs/typo", "synthetic:?role=target&n=14"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "sspa-eval: error: model: no model folder runs/typo (and no Hub access: HF_HUB_OFFLINE is set)"
+
+
+def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    (tmp_path / "not_a_model").mkdir()
+    flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out")]
+    assert main([*flags, "--model_name_or_path", str(tmp_path / "not_a_model")]) == 2
+    assert f"model_name_or_path: cannot load {tmp_path / 'not_a_model'}" in _one_line_error(capsys)
+
+
+def test_a_value_refused_after_parsing_is_blamed_on_where_it_came_from(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"extends: {QUICKSTART}\nallocation: simplex\n")
+    assert main([str(recipe), "--output_dir", str(tmp_path / "out")]) == 2
+    assert f"recipe {recipe}, key allocation:" in _one_line_error(capsys)
+    assert main([QUICKSTART, "--allocation", "simplex", "--output_dir", str(tmp_path / "out")]) == 2
+    message = _one_line_error(capsys)
+    assert "flag --allocation:" in message and "recipe" not in message.split(":")[1]
