@@ -93,6 +93,13 @@ class SSPATrainingArguments(TrainingArguments):
     use_pairing: bool = field(
         default=True, metadata={"help": "PAM: mix noisy samples into clean partners after the SS stage."}
     )
+    sync_batch_stats: bool = field(
+        default=False,
+        metadata={
+            "help": "With several processes, make the batch statistics global, as on one device: Eq. 8 on the global "
+            "batch, SyncBatchNorm (GPU only) and ARM's batch mean averaged across processes. No effect on one process."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
     )
@@ -113,5 +120,15 @@ class SSPATrainingArguments(TrainingArguments):
             raise ValueError(f"mixup_alpha and mixup_beta must be > 0, got {self.mixup_alpha}, {self.mixup_beta}")
         if self.selection_epochs < 0:
             raise ValueError(f"selection_epochs must be >= 0, got {self.selection_epochs}")
+        if self.sync_batch_stats and self.allocation != "exact":
+            raise ValueError(
+                "sync_batch_stats solves Eq. 8 across processes with the exact solver; "
+                f"got allocation={self.allocation!r}"
+            )
+        if self.train_sampling_strategy not in ("random", "sequential"):
+            raise ValueError(
+                f"train_sampling_strategy={self.train_sampling_strategy!r} groups text by length; SSPA trains on "
+                "images: use 'random' or 'sequential'"
+            )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")
