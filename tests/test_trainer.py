@@ -339,3 +339,21 @@ def test_max_steps_mid_epoch_reports_the_samples_it_did_not_see(tmp_path):
     trainer.train()
     assert trainer.selector.history[0]["selection/unseen"] == 120 - 64
     assert int((trainer.selector.updates == 1).sum()) == 64
+
+
+def test_sync_batch_stats_on_cpu_makes_arm_global_and_says_batchnorm_stays_per_process(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    train_set, _ = joint_data(60, 60)
+    trainer = make_trainer(tmp_path, train_set, sync_batch_stats=True)
+    arm_config = {**TINY, "hidden_sizes": [16, 32, 64, 256]}
+    trainer.model = SSPAForImageClassification(SSPAConfig(backbone="arm", backbone_config=arm_config, image_size=48))
+    assert not trainer.model.arm.sync_across_processes
+    trainer._sync_batch_statistics()  # one process: nothing to synchronise
+    assert not trainer.model.arm.sync_across_processes
+    trainer.accelerator = SimpleNamespace(num_processes=2)  # what two CPU (gloo) processes look like here
+    with caplog.at_level("WARNING", logger="sspa_hf.trainer"):
+        trainer._sync_batch_statistics()
+    assert trainer.model.arm.sync_across_processes
+    assert "SyncBatchNorm runs on GPUs only" in caplog.text
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())
