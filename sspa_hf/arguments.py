@@ -113,6 +113,13 @@ class SSPATrainingArguments(TrainingArguments):
         },
     )
     crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
+    sync_batch_stats: bool = field(
+        default=False,
+        metadata={
+            "help": "With several processes, make the batch statistics global, as on one device: Eq. 8 on the global "
+            "batch, SyncBatchNorm (GPU only) and ARM's batch mean averaged across processes. No effect on one process."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
     )
@@ -144,5 +151,15 @@ class SSPATrainingArguments(TrainingArguments):
             raise ValueError(f"selection_mode {self.selection_mode!r} selects auxiliary samples; use_selection is off")
         if self.crossfit_folds < 2:
             raise ValueError(f"crossfit_folds must be >= 2, got {self.crossfit_folds}")
+        if self.sync_batch_stats and self.allocation != "exact":
+            raise ValueError(
+                "sync_batch_stats solves Eq. 8 across processes with the exact solver; "
+                f"got allocation={self.allocation!r}"
+            )
+        if self.train_sampling_strategy not in ("random", "sequential"):
+            raise ValueError(
+                f"train_sampling_strategy={self.train_sampling_strategy!r} groups text by length; SSPA trains on "
+                "images: use 'random' or 'sequential'"
+            )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")

@@ -61,8 +61,11 @@ class ARMFeature(nn.Module):
 
     The affinity adds `alpha` times the batch mean of the map. The published code averages over whatever batch
     it is given, also at test time; here the batch mean is tracked as a running buffer during training and the
-    buffer is used in eval mode, so a face's prediction never depends on the other faces in the batch.
+    buffer is used in eval mode, so a face's prediction never depends on the other faces in the batch. With
+    `sync_across_processes` (set by the trainer's `sync_batch_stats`) the training batch mean is over all processes.
     """
+
+    sync_across_processes: bool = False
 
     def __init__(self, in_channels: int, side: int, momentum: float) -> None:
         super().__init__()
@@ -80,12 +83,22 @@ class ARMFeature(nn.Module):
         x = self.de_albino(x.reshape(batch * channels, 1, height, width))  # the same kernel on every channel
         x = self.norm(x.reshape(batch, channels, *x.shape[-2:]))
         if self.training:
-            batch_mean = x.mean(dim=(0, 1))
+            batch_mean = _mean_across_processes(x) if self.sync_across_processes else x.mean(dim=(0, 1))
             with torch.no_grad():
                 self.running_batch_mean.lerp_(batch_mean.detach().to(self.running_batch_mean.dtype), self.momentum)
         else:
             batch_mean = self.running_batch_mean.to(x.dtype)
         return (x.mean(dim=1) + self.alpha * batch_mean).flatten(1)
+
+
+def _mean_across_processes(x: torch.Tensor) -> torch.Tensor:
+    """x.mean(dim=(0, 1)) over the batches of all processes; gradients flow back to every process's samples."""
+    from torch.distributed.nn.functional import all_reduce
+
+    total = all_reduce(x.sum(dim=(0, 1)))
+    count = torch.tensor(float(x.shape[0] * x.shape[1]), device=x.device)
+    torch.distributed.all_reduce(count)
+    return total / count
 
 
 class SSPAPreTrainedModel(PreTrainedModel):
@@ -179,10 +192,24 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-def expert_cross_entropy(expert_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample (1/k) sum_i CE(p_i, y), the loss of Algorithm 3 lines 11 and 22; shape (batch,)."""
+def expert_cross_entropy(
+    expert_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Per-sample (1/k) sum_i CE(p_i, y), the loss of Algorithm 3 lines 11 and 22; shape (batch,).
+
+    `label_smoothing` (the paper's is 0) smooths each expert's target, as `TrainingArguments.label_smoothing_factor`.
+    """
     batch, k, classes = expert_logits.shape
     per_expert = F.cross_entropy(
-        expert_logits.float().reshape(batch * k, classes), labels.repeat_interleave(k), reduction="none"
+        expert_logits.float().reshape(batch * k, classes),
+        labels.repeat_interleave(k),
+        reduction="none",
+        label_smoothing=label_smoothing,
     )
     return per_expert.view(batch, k).mean(dim=1)
+
+
+def transition_nll(auxiliary_log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample -log sum_j M[y, j] p_i(j), averaged over the k experts (selection_mode 'transition'); (batch,)."""
+    index = labels.view(-1, 1, 1).expand(-1, auxiliary_log_probs.shape[1], 1)
+    return -auxiliary_log_probs.gather(2, index).squeeze(2).mean(dim=1)

@@ -6,6 +6,7 @@ partners are drawn per class so that the batch's class histogram h + s is as fla
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,61 @@ def _slsqp(h: np.ndarray, n_noisy: int, eligible: np.ndarray) -> np.ndarray:
     return s
 
 
+def allocate_across(h: np.ndarray, n_noisy: np.ndarray) -> np.ndarray:
+    """Eq. 8 on the global batch of P processes, each drawing partners from its own clean samples.
+
+    `h` is (P, C): each process's clean histogram; `n_noisy` (P,): its noisy count. Returns s (P, C) with
+    sum_c s[p] = n_noisy[p], s[p, c] = 0 where h[p, c] = 0, and Var(sum_p h + sum_p s) minimal under those
+    constraints. A process without clean samples has nothing to pair with: its row is zero (its noisy samples
+    get loss weight 0, as in `pair_and_mix`). With P = 1 the result is `allocate(h[0], n_noisy[0])`.
+
+    This is a min-cost flow with a separable convex cost on the class totals, solved by successive shortest
+    paths one unit at a time: each unit goes to the lowest reachable class total (lowest index on ties), where
+    a class is reachable from a process that still has noisy samples either directly (it has clean samples of
+    that class) or by moving another process's unit to a different class along an alternating path. This is
+    optimal, and when the unconstrained `allocate` of the summed histogram can be split over the processes it
+    reaches the same variance.
+    """
+    h, n_noisy = np.asarray(h, dtype=np.int64), np.asarray(n_noisy, dtype=np.int64)
+    if h.ndim != 2 or n_noisy.shape != (h.shape[0],) or np.any(h < 0) or np.any(n_noisy < 0):
+        raise ValueError(f"allocate_across: need h (P, C) and n_noisy (P,) of non-negative counts, got {h.shape}")
+    processes = h.shape[0]
+    supply = np.where(h.sum(axis=1) > 0, n_noisy, 0)
+    s = np.zeros_like(h)
+    level = h.sum(axis=0)
+    for _ in range(int(supply.sum())):
+        # Breadth-first search: reached[c] = the process a unit of class c would come from; via[q] = the class
+        # process q gives one unit up from to make room.
+        sources = [p for p in range(processes) if supply[p] > 0]
+        reached: dict[int, int] = {}
+        via: dict[int, int] = {}
+        queue = deque(sources)
+        seen = set(sources)
+        while queue:
+            p = queue.popleft()
+            for c in np.flatnonzero(h[p] > 0):
+                c = int(c)
+                if c in reached:
+                    continue
+                reached[c] = p
+                for q in np.flatnonzero(s[:, c] > 0):
+                    if int(q) not in seen:
+                        seen.add(int(q))
+                        via[int(q)] = c
+                        queue.append(int(q))
+        c = min(reached, key=lambda i: (level[i], i))  # the cheapest unit: Eq. 8's marginal cost grows with level
+        level[c] += 1
+        while True:  # shift one unit along the path back to a process with noisy samples left
+            p = reached[c]
+            s[p, c] += 1
+            if p not in via:
+                supply[p] -= 1
+                break
+            c = via[p]
+            s[p, c] -= 1
+    return s
+
+
 @dataclass
 class PairedBatch:
     """A batch after PAM: noisy samples replaced by mixtures, and what was created per class (s)."""
@@ -101,12 +157,14 @@ def pair_and_mix(
     beta: float = 1.0,
     num_classes: int = 7,
     method: str = "exact",
+    allocation: np.ndarray | None = None,
 ) -> PairedBatch:
     """Algorithm 2: replace each noisy x_N by lambda * x_S + (1 - lambda) * x_N with label y_S (Eq. 5-7).
 
     Partners are drawn with replacement, s_i of them from the clean samples of class i (Eq. 8), and paired with
     the noisy samples at random. A batch without noisy samples is returned unchanged; one without clean samples
-    has nothing to pair with, so its loss weight is all zero.
+    has nothing to pair with, so its loss weight is all zero. `allocation` is s decided elsewhere (this process's
+    row of `allocate_across`); by default Eq. 8 is solved on this batch alone.
     """
     clean_np = clean.detach().cpu().numpy().astype(bool)
     labels_np = labels.detach().cpu().numpy()
@@ -115,7 +173,14 @@ def pair_and_mix(
     if len(noisy_idx) == 0 or len(clean_idx) == 0:
         return PairedBatch(pixel_values, labels, clean.to(pixel_values.dtype), created)
     h = np.bincount(labels_np[clean_idx], minlength=num_classes)
-    s = allocate(h, len(noisy_idx), method)
+    if allocation is None:
+        s = allocate(h, len(noisy_idx), method)
+    else:
+        s = np.asarray(allocation, dtype=np.int64)
+        if s.sum() != len(noisy_idx) or np.any(s[h == 0] != 0):
+            raise ValueError(
+                f"pair_and_mix: allocation {s.tolist()} does not fit h {h.tolist()}, {len(noisy_idx)} noisy"
+            )
     partners = np.concatenate(
         [rng.choice(clean_idx[labels_np[clean_idx] == c], size=int(s[c]), replace=True) for c in np.flatnonzero(s)]
     )

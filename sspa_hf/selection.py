@@ -7,6 +7,7 @@ the partition being decided in the running epoch, and bookkeeping for logs, plot
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from .errors import UserInputError
 
 STATE_FILE = "selection_state.safetensors"
+logger = logging.getLogger(__name__)
 _TENSORS = ("tau", "clean", "pending", "last_py", "updates", "updated_epoch", "changed_epoch", "created")
 
 
@@ -109,14 +111,27 @@ class SampleSelector:
         """
         closed = []
         while self.epoch < epoch:
-            if self.selecting:
+            selecting, unseen = self.selecting, 0
+            if selecting:
                 new = self.pending.clone()
                 if self.fix_target:
                     new |= self.is_target  # "D_T fixed": target samples are always clean
                 self.changed_epoch[new != self.clean] = self.epoch
                 self.clean = new
                 self.pending = new.clone()
+                # A sample the epoch never reached (dataloader_drop_last, max_steps) keeps its thresholds and side.
+                unseen = int((self.updated_epoch != self.epoch).sum())
+                if unseen:
+                    logger.warning(
+                        "selection epoch %d did not see %d of %d samples (dataloader_drop_last or max_steps): "
+                        "they keep their thresholds and their side",
+                        self.epoch,
+                        unseen,
+                        len(self),
+                    )
             stats = {"epoch": float(self.epoch), **self.statistics()}
+            if selecting:
+                stats["selection/unseen"] = float(unseen)
             self.history.append(stats)
             closed.append(stats)
             self.epoch += 1

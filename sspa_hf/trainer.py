@@ -23,8 +23,8 @@ from .arguments import SSPATrainingArguments
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
 from .modelcard import info_from_output_dir, write_model_card
-from .modeling_sspa import expert_cross_entropy
-from .pairing import pair_and_mix
+from .modeling_sspa import expert_cross_entropy, transition_nll
+from .pairing import allocate_across, pair_and_mix
 from .selection import SampleSelector
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,18 @@ class SSPATrainer(Trainer):
     """
 
     args: SSPATrainingArguments
+    # compute_loss returns a per-micro-batch mean: the Trainer must always divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
 
     def __init__(self, *args, crop_padding: float = 0.125, **kwargs) -> None:
         kwargs.setdefault("data_collator", collate_fer)
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, SSPATrainingArguments):
             raise TypeError("SSPATrainer needs SSPATrainingArguments (it carries the SSPA hyperparameters)")
+        if self.compute_loss_func is not None:
+            raise ValueError(
+                "SSPATrainer: compute_loss_func is not supported; the loss is SSPA-JT's (SSPATrainer.compute_loss)"
+            )
         if self.processing_class is None:
             raise ValueError("SSPATrainer needs processing_class=<the model's image processor>")
         data = self.train_dataset
@@ -89,6 +95,7 @@ class SSPATrainer(Trainer):
         )
         self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
         self.model_card_info: dict = {}  # what the output folder does not say: data sets, hyperparameters
+        self._sync_batch_statistics()
         self.add_callback(_SSPACallback(self))
         for plain, quiet in ((ProgressCallback, _QuietProgressCallback), (PrinterCallback, _QuietPrinterCallback)):
             if self.pop_callback(plain) is not None:
@@ -133,27 +140,23 @@ class SSPATrainer(Trainer):
         sample_index = inputs.pop("sample_index")
         is_target = inputs.pop("is_target")
         labels, pixels = inputs.pop("labels"), inputs.pop("pixel_values")
+        denominator = inputs.pop("loss_denominator", None)
+        smoothing = self.args.label_smoothing_factor
         if not model.training:
-            outputs = model(pixel_values=pixels, labels=labels)
+            outputs = model(pixel_values=pixels)
+            outputs.loss = expert_cross_entropy(outputs.expert_logits, labels, smoothing).mean()
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        clean = self.selector.loss_mask(sample_index).to(pixels.device)
         if self.args.selection_mode == "transition":
             # Beyond the paper: every sample enters the loss; a target label directly, an auxiliary label through
-            # the learnt standard transition, -log sum_j M[y, j] p_i(j), averaged over the experts.
+            # the learnt standard transition (transition_nll).
             outputs = model(pixel_values=pixels)
-            aux_nll = (
-                -outputs.auxiliary_log_probs.gather(
-                    2, labels.view(-1, 1, 1).expand(-1, outputs.auxiliary_log_probs.shape[1], 1)
-                )
-                .squeeze(2)
-                .mean(dim=1)
-            )
             per_sample = torch.where(
-                is_target.to(pixels.device), expert_cross_entropy(outputs.expert_logits, labels), aux_nll
+                is_target.to(pixels.device),
+                expert_cross_entropy(outputs.expert_logits, labels, smoothing),
+                transition_nll(outputs.auxiliary_log_probs, labels),
             )
-            loss = per_sample.mean()
-            return (loss, outputs) if return_outputs else loss
-
-        clean = self.selector.loss_mask(sample_index).to(pixels.device)
+            return self._weighted_loss(per_sample, torch.ones_like(per_sample), denominator, outputs, return_outputs)
         if self.selector.selecting:
             # Algorithm 3 lines 9-14: one forward pass over the whole batch; the loss keeps the clean samples of
             # the previous epoch's partition, and every sample's thresholds move (Algorithm 1).
@@ -170,6 +173,7 @@ class SSPATrainer(Trainer):
                 beta=self.args.mixup_beta,
                 num_classes=self.model.config.num_labels,
                 method=self.args.allocation,
+                allocation=self._global_allocation(labels, clean),
             )
             self._record_pairs(paired.created, pixels.device)
             pixels, labels, weight = paired.pixel_values, paired.labels, paired.loss_weight
@@ -178,9 +182,40 @@ class SSPATrainer(Trainer):
             outputs = model(pixel_values=pixels)
             weight = clean.to(outputs.expert_logits.dtype)
 
-        per_sample = expert_cross_entropy(outputs.expert_logits, labels)
-        loss = (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+        per_sample = expert_cross_entropy(outputs.expert_logits, labels, smoothing)
+        return self._weighted_loss(per_sample, weight, denominator, outputs, return_outputs)
+
+    @staticmethod
+    def _weighted_loss(per_sample, weight, denominator, outputs, return_outputs: bool):
+        """Sum of the weighted per-sample losses over the optimizer step's loss weight (see get_batch_samples)."""
+        if denominator is None:  # a batch from outside the training loop: the mean over its own loss weight
+            denominator = weight.sum().clamp(min=1.0)
+        loss = (per_sample * weight).sum() / denominator
         return (loss, outputs) if return_outputs else loss
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, None]:
+        """One optimizer step's micro-batches, each told the loss weight of the whole step (all processes).
+
+        The loss is the mean over the clean samples of the optimizer step's global batch, however it is split:
+        each micro-batch's summed loss is divided by (step weight) / (processes x micro-batches), which undoes
+        the Trainer's division by the accumulation steps and DDP's average over processes. One process without
+        accumulation gets exactly the mean over its batch's clean samples.
+        """
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        total = torch.tensor([float(sum(self._loss_weight_count(b) for b in batches))], device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        denominator = max(float(total), 1.0) / (self.accelerator.num_processes * max(len(batches), 1))
+        for batch in batches:
+            batch["loss_denominator"] = denominator
+        return batches, num_items
+
+    def _loss_weight_count(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many samples of a micro-batch enter compute_loss's weighted sum (see its three branches)."""
+        clean = self.selector.loss_mask(batch["sample_index"])
+        if not self.selector.selecting and self.args.use_pairing:  # PAM: every sample, unless none is clean
+            return len(clean) if bool(clean.any()) else 0
+        return int(clean.sum())
 
     def _update_selection(self, sample_index: torch.Tensor, expert_probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Apply Algorithm 1 for the samples of this step on every process, in rank order."""
@@ -193,6 +228,31 @@ class SSPATrainer(Trainer):
                 keep = rows[0] >= 0
                 rows = tuple(t[keep] for t in rows)
             self.selector.update(*rows)
+
+    def _global_allocation(self, labels: torch.Tensor, clean: torch.Tensor) -> np.ndarray | None:
+        """This process's share of Eq. 8 solved on the global batch (sync_batch_stats); None: solve it locally."""
+        if not self.args.sync_batch_stats or self.accelerator.num_processes == 1:
+            return None
+        classes = self.model.config.num_labels
+        counts = torch.zeros(1, classes + 1, dtype=torch.long, device=labels.device)
+        counts[0, :classes] = torch.bincount(labels[clean], minlength=classes)
+        counts[0, classes] = int((~clean).sum())
+        counts = self.accelerator.gather(counts).cpu().numpy()  # (processes, C + 1), in rank order
+        return allocate_across(counts[:, :classes], counts[:, classes])[self.args.process_index]
+
+    def _sync_batch_statistics(self) -> None:
+        """sync_batch_stats: BatchNorm (GPU only) and ARM's batch mean over all processes, as on one device."""
+        if not self.args.sync_batch_stats or self.accelerator.num_processes == 1:
+            return
+        if self.args.device.type == "cpu":
+            logger.warning(
+                "sync_batch_stats: torch's SyncBatchNorm runs on GPUs only, so on CPU BatchNorm statistics stay per "
+                "process (Eq. 8 and ARM's batch mean are global)"
+            )
+        else:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if getattr(self.model, "arm", None) is not None:
+            self.model.arm.sync_across_processes = True
 
     def _record_pairs(self, created: np.ndarray, device: torch.device) -> None:
         counts = torch.as_tensor(created, device=device)

@@ -1,10 +1,15 @@
-"""Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state."""
+"""Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state.
+
+`distributed_run.py OUT [--sync]`: with --sync, sync_batch_stats is on and every PA-stage allocation is recorded
+(this process's clean histogram, noisy count and the share of Eq. 8 it used).
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
@@ -15,7 +20,7 @@ from sspa_hf.trainer import SSPATrainer
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
-def main(out: Path) -> None:
+def main(out: Path, sync: bool = False) -> None:
     target = load_source("synthetic:?role=target&n=51")
     auxiliary = load_source("synthetic:?role=auxiliary&n=50")
     train_set = build_joint(target["train"], auxiliary["train"], seed=0)
@@ -33,15 +38,28 @@ def main(out: Path) -> None:
         use_cpu=True,
         disable_tqdm=True,
         seed=1,
+        sync_batch_stats=sync,
     )
     trainer = SSPATrainer(
         model=model, args=args, train_dataset=train_set, processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3)
     )
+    allocations: list[list[int]] = []
+    if sync:
+        global_allocation = trainer._global_allocation
+
+        def recorded(labels: torch.Tensor, clean: torch.Tensor) -> np.ndarray | None:
+            s = global_allocation(labels, clean)
+            h = np.bincount(labels[clean].numpy(), minlength=7)
+            allocations.append([*h.tolist(), int((~clean).sum()), *s.tolist()])
+            return s
+
+        trainer._global_allocation = recorded
     trainer.train()
     state = {name: value.clone() for name, value in trainer.selector.state_dict().items()}
     state["world_size"] = torch.tensor(trainer.accelerator.num_processes)
+    state["allocations"] = torch.tensor(allocations, dtype=torch.long).view(-1, 15)
     torch.save(state, out / f"rank{trainer.args.process_index}.pt")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sync="--sync" in sys.argv[2:])

@@ -144,3 +144,13 @@ def test_unreadable_image_is_named_when_decoded(tmp_path):
     assert data[0]["pixel_values"].shape == (3, 8, 8)
     with pytest.raises(UserInputError, match=r"cannot read image .*truncated\.jpg"):
         data[1]
+
+
+def test_eval_transform_resizes_the_whole_image_without_a_centre_crop():
+    from sspa_hf import make_image_processor
+
+    image = Image.fromarray(pixels(40, 30, 6))  # not square: a centre crop would cut off a band
+    ours = EvalTransform(make_image_processor(24, [0.5] * 3, [0.25] * 3))(image)
+    resized = np.asarray(image.convert("RGB").resize((24, 24), Image.Resampling.BILINEAR), dtype=np.float32)
+    expected = (torch.from_numpy(resized).permute(2, 0, 1) / 255.0 - 0.5) / 0.25
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)

@@ -316,3 +316,58 @@ def test_gradient_accumulation_scales_the_loss_like_one_big_batch(tmp_path):
     # Control: declaring loss kwargs (as a **kwargs forward would) leaves the loss unscaled, a doubled step.
     wrong = _weights_after_one_step(tmp_path, 4, 2, accepts_loss_kwargs=True)
     assert not torch.allclose(wrong, one, rtol=1e-5, atol=1e-6)
+
+
+ARM_SYNC_SCRIPT = """
+import sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from sspa_hf.modeling_sspa import ARMFeature
+
+
+def make_arm():
+    torch.manual_seed(0)
+    arm = ARMFeature(512, side=3, momentum=0.1).train()
+    arm.norm.eval()  # BatchNorm on running statistics: only ARM's batch mean couples the samples
+    return arm
+
+
+def rank_run(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    x = torch.randn(6, 512, 3, 3, generator=torch.Generator().manual_seed(1))
+    arm = make_arm()
+    arm.sync_across_processes = True
+    y = arm(x[:2] if rank == 0 else x[2:])  # uneven shares: 2 and 4 faces
+    (y**2).sum().backward()
+    grads = {name: p.grad for name, p in arm.named_parameters()}
+    torch.save({"y": y.detach(), "grads": grads, "running": arm.running_batch_mean}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mp.spawn(rank_run, args=(int(sys.argv[2]), sys.argv[1]), nprocs=2)
+    x = torch.randn(6, 512, 3, 3, generator=torch.Generator().manual_seed(1))
+    arm = make_arm()
+    y = arm(x)
+    (y**2).sum().backward()
+    grads = {name: p.grad for name, p in arm.named_parameters()}
+    torch.save({"y": y.detach(), "grads": grads, "running": arm.running_batch_mean}, f"{sys.argv[1]}/single.pt")
+"""
+
+
+@pytest.mark.slow
+def test_arm_batch_mean_across_two_processes_equals_the_single_process_batch(tmp_path):
+    script = tmp_path / "arm_sync.py"
+    script.write_text(ARM_SYNC_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    port = str(29000 + os.getpid() % 500)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path), port], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), single["y"])
+    for rank in ranks:
+        torch.testing.assert_close(rank["running"], single["running"])
+    for name, grad in single["grads"].items():  # DDP sums (then averages) the per-process gradients
+        torch.testing.assert_close(ranks[0]["grads"][name] + ranks[1]["grads"][name], grad, rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sspa_hf.pairing import allocate, pair_and_mix
+from sspa_hf.pairing import allocate, allocate_across, pair_and_mix
 
 
 def _brute_force_min_variance(h: np.ndarray, n: int) -> float:
@@ -139,3 +139,80 @@ def test_pairing_is_a_function_of_the_generator_seed():
     d = pair_and_mix(pixels, y, c, np.random.default_rng(8))
     torch.testing.assert_close(a.pixel_values, b.pixel_values)
     assert not torch.equal(a.pixel_values, d.pixel_values)
+
+
+def _compositions(n: int, allowed: np.ndarray):
+    """Every way of spreading n units over the allowed classes."""
+    classes = np.flatnonzero(allowed)
+    for combo in itertools.product(range(n + 1), repeat=len(classes)):
+        if sum(combo) == n:
+            row = np.zeros(len(allowed), dtype=np.int64)
+            row[classes] = combo
+            yield row
+
+
+def _check_split(h: np.ndarray, n: np.ndarray, s: np.ndarray) -> None:
+    has_clean = h.sum(axis=1) > 0
+    np.testing.assert_array_equal(s.sum(axis=1), np.where(has_clean, n, 0))  # each process mixes its own noisy
+    assert np.all(s >= 0) and np.all(s[h == 0] == 0)  # partners only from the process's own clean samples
+
+
+def test_allocation_across_processes_is_the_plain_allocation_with_one_process():
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        h = rng.integers(0, 30, size=(1, 7)) * (rng.random((1, 7)) > 0.3)
+        if not h.any():
+            continue
+        n = rng.integers(0, 70, size=1)
+        np.testing.assert_array_equal(allocate_across(h, n)[0], allocate(h[0], int(n[0])))
+
+
+def test_allocation_across_processes_is_optimal_among_all_splits_on_small_cases():
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        h = rng.integers(0, 4, size=(2, 3)) * (rng.random((2, 3)) > 0.4)
+        n = rng.integers(0, 4, size=2)
+        s = allocate_across(h, n)
+        _check_split(h, n, s)
+        has_clean = h.sum(axis=1) > 0
+        rows = [list(_compositions(int(n[p]) if has_clean[p] else 0, h[p] > 0)) for p in range(2)]
+        best = min(np.var(h.sum(0) + a + b) for a, b in itertools.product(*rows))
+        assert np.var(h.sum(0) + s.sum(0)) == pytest.approx(best, abs=1e-12), (h.tolist(), n.tolist())
+        total = int(n[has_clean].sum())
+        if h.any():  # where the plain allocation of the summed batch can be split, the variance is the same
+            plain = allocate(h.sum(0), total)
+            if any(np.array_equal(a + b, plain) for a, b in itertools.product(*rows)):
+                assert np.var(h.sum(0) + s.sum(0)) == pytest.approx(np.var(h.sum(0) + plain), abs=1e-12)
+
+
+def test_allocation_across_processes_keeps_both_marginals_on_random_batches():
+    rng = np.random.default_rng(3)
+    for _ in range(1000):
+        processes = int(rng.integers(1, 9))
+        h = rng.integers(0, 12, size=(processes, 7)) * (rng.random((processes, 7)) > 0.5)
+        n = rng.integers(0, 12, size=processes)
+        s = allocate_across(h, n)
+        _check_split(h, n, s)
+        if h.any():  # never worse than each process solving its own batch
+            local = np.stack([allocate(h[p], int(n[p])) if h[p].any() else np.zeros(7, int) for p in range(processes)])
+            assert np.var(h.sum(0) + s.sum(0)) <= np.var(h.sum(0) + local.sum(0)) + 1e-12
+
+
+def test_allocation_across_processes_when_the_plain_allocation_cannot_be_split():
+    # Process 0 has 10 noisy samples and only clean class 0; class 1's clean sample sits on process 1, which has
+    # no noisy sample. Plain Eq. 8 on the summed batch would create 10 of class 1; no process can: class 0 gets them.
+    h = np.array([[100, 0], [0, 1]])
+    assert allocate(h.sum(0), 10).tolist() == [0, 10]
+    assert allocate_across(h, np.array([10, 0])).tolist() == [[10, 0], [0, 0]]
+    # A process with noisy samples but no clean sample: nothing to pair with (row 0; its noisy get weight 0).
+    assert allocate_across(np.array([[0, 0], [2, 1]]), np.array([5, 3])).tolist() == [[0, 0], [1, 2]]
+
+
+def test_pair_and_mix_with_a_given_allocation():
+    pixels = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1)
+    labels = torch.tensor([0, 1, 1, 0, 0, 2])
+    clean = torch.tensor([True, True, True, False, False, False])
+    out = pair_and_mix(pixels, labels, clean, np.random.default_rng(0), num_classes=3, allocation=np.array([3, 0, 0]))
+    assert out.labels[3:].tolist() == [0, 0, 0] and out.created.tolist() == [3, 0, 0]
+    with pytest.raises(ValueError, match="does not fit"):
+        pair_and_mix(pixels, labels, clean, np.random.default_rng(0), num_classes=3, allocation=np.array([0, 0, 3]))

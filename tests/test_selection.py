@@ -126,3 +126,20 @@ def test_state_round_trip_and_size_mismatch(tmp_path):
         bigger.load(tmp_path)
     with pytest.raises(UserInputError, match=r"selection_state\.safetensors"):
         other.load(tmp_path / "nowhere")
+
+
+def test_a_sample_not_seen_in_a_selection_epoch_keeps_its_side_and_is_counted(caplog):
+    sel = _selector()
+    sel.update(torch.tensor([0, 1, 3]), PROBS, torch.tensor([0, 1, 1]))
+    sel.advance_to(1)
+    assert sel.clean.tolist() == [True, False, True, True]
+    tau_before = sel.tau.clone()
+    with caplog.at_level("WARNING", logger="sspa_hf.selection"):
+        # Epoch 1 sees sample 0 only (say the others fell in a dropped last batch): it turns noisy.
+        sel.update(torch.tensor([0]), torch.tensor([[[0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]]), torch.tensor([0]))
+        (stats,) = sel.advance_to(2)
+    assert sel.clean.tolist() == [False, False, True, True]  # samples 1, 2, 3 keep their side of epoch 0
+    torch.testing.assert_close(sel.tau[1:], tau_before[1:])
+    assert stats["selection/unseen"] == 3.0
+    assert "did not see 3 of 4 samples" in caplog.text
+    assert "selection/unseen" not in sel.advance_to(3)[0]  # frozen partition: nothing to see

@@ -64,6 +64,7 @@ def test_every_paper_recipe_parses_with_section_4_1_3_settings(recipe):
     assert (train.learning_rate, train.weight_decay, train.num_train_epochs) == (0.01, 0.005, 80)
     assert train.lr_scheduler_type.value == "cosine" and train.warmup_steps == 0
     assert (train.selection_epochs, train.ema_momentum) == (40, 0.95)
+    assert train.sync_batch_stats  # with N processes, the batch statistics of the paper's one batch of 128
     assert model.image_size == 224 and data.crop_padding > 0
     assert model.backbone == (
         "arm" if "arm" in name or name.startswith("table6") or name.startswith("table7") else "resnet"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,6 +19,7 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.data import build_joint, load_source
 from sspa_hf.modeling_sspa import expert_cross_entropy
+from sspa_hf.pairing import allocate, allocate_across
 from sspa_hf.selection import STATE_FILE
 from sspa_hf.trainer import SSPATrainer
 
@@ -169,8 +171,8 @@ def test_interrupted_and_resumed_run_ends_like_the_uninterrupted_one(tmp_path):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{stop}: {name}")
 
 
-@pytest.mark.slow
-def test_two_processes_hold_the_same_selection_state(tmp_path):
+def _run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
+    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     command = [
         sys.executable,
@@ -179,14 +181,20 @@ def test_two_processes_hold_the_same_selection_state(tmp_path):
         "--config_file",
         str(HERE.parent / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
         "--main_process_port",
-        str(29500 + os.getpid() % 1000),
+        str(29500 + (os.getpid() + len(flags)) % 1000),
         str(HERE / "distributed_run.py"),
         str(tmp_path),
+        *flags,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning: the flag is set correctly
-    states = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_processes_hold_the_same_selection_state(tmp_path):
+    states = _run_two_processes(tmp_path)
     for name, value in states[0].items():
         assert torch.equal(states[1][name], value), name
     # 4 epochs with 2 selection epochs; 101 samples do not split evenly over 2 ranks x 16: padding repeats some.
@@ -228,3 +236,127 @@ def test_selection_history_records_the_epoch_each_entry_closes(tmp_path):
     assert [entry["epoch"] for entry in trainer.selector.history] == [0.0, 1.0, 2.0, 3.0]
     written = json.loads((tmp_path / "run" / "selection_history.json").read_text())
     assert [entry["epoch"] for entry in written] == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.slow
+def test_two_processes_with_sync_batch_stats_solve_eq8_on_the_global_batch(tmp_path):
+    states = _run_two_processes(tmp_path, "--sync")
+    for name, value in states[0].items():
+        if name != "allocations":
+            assert torch.equal(states[1][name], value), name
+    rows = [state["allocations"].numpy() for state in states]  # per PA micro-batch: h_p (7), n_p, s_p (7)
+    assert len(rows[0]) == len(rows[1]) > 0
+    differs_from_local = 0
+    for r0, r1 in zip(*rows, strict=True):
+        h, n, s = np.stack([r0[:7], r1[:7]]), np.array([r0[7], r1[7]]), np.stack([r0[8:], r1[8:]])
+        np.testing.assert_array_equal(s, allocate_across(h, n))  # one global solution, each rank its share
+        assert s[0].sum() == n[0] and s[1].sum() == n[1]
+        local = sum(allocate(h[p], int(n[p])) if h[p].any() else np.zeros(7, int) for p in range(2))
+        differs_from_local += int(not np.array_equal(s.sum(0), local))
+    assert differs_from_local > 0, "the global allocation never differed from two local ones: not exercised"
+    assert int(states[0]["created"].sum()) == sum(int(r[7]) for rows_p in rows for r in rows_p)
+
+
+def test_label_smoothing_factor_smooths_each_experts_cross_entropy(tmp_path):
+    train_set, _ = joint_data(120, 120)
+    trainer = make_trainer(tmp_path, train_set, label_smoothing_factor=0.2)
+    batch = _batch(trainer, list(range(100, 132)))
+    torch.manual_seed(1)
+    loss = trainer.compute_loss(trainer.model.train(), batch)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        out = trainer.model(pixel_values=batch["pixel_values"])
+    expected = expert_cross_entropy(out.expert_logits, batch["labels"], label_smoothing=0.2).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    unsmoothed = expert_cross_entropy(out.expert_logits, batch["labels"]).mean()
+    assert abs(float(expected - unsmoothed)) > 1e-3
+    with torch.no_grad():  # the evaluation loss too, as the Trainer's LabelSmoother would do it
+        eval_loss = trainer.compute_loss(trainer.model.eval(), batch)
+        out = trainer.model(pixel_values=batch["pixel_values"])
+    torch.testing.assert_close(eval_loss, expert_cross_entropy(out.expert_logits, batch["labels"], 0.2).mean())
+
+
+def test_compute_loss_func_and_arguments_the_ssp_loss_would_drop_are_refused(tmp_path):
+    train_set, _ = joint_data(60, 60)
+    with pytest.raises(ValueError, match="compute_loss_func"):
+        SSPATrainer(
+            model=SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48)),
+            args=SSPATrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True),
+            train_dataset=train_set,
+            processing_class=make_image_processor(48),
+            compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.loss,
+        )
+    with pytest.raises(ValueError, match="train_sampling_strategy='group_by_length'"):
+        SSPATrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="group_by_length")
+    with pytest.raises(ValueError, match="allocation='slsqp'"):
+        SSPATrainingArguments(output_dir=str(tmp_path), sync_batch_stats=True, allocation="slsqp")
+
+
+def _same_face_set(n: int):
+    """n copies of one grey face (flip-symmetric, so no augmentation randomness), labels 0..6, all auxiliary."""
+    from datasets import Dataset
+    from PIL import Image
+
+    face = Image.new("RGB", (48, 48), (120, 90, 60))
+    return Dataset.from_dict(
+        {
+            "image": [face] * n,
+            "label": [i % 7 for i in range(n)],
+            "is_target": [False] * n,
+            "sample_index": list(range(n)),
+            "source": ["aux"] * n,
+        }
+    )
+
+
+def _weights_after_one_step(tmp_path: Path, batch: int, accumulation: int) -> torch.Tensor:
+    trainer = make_trainer(
+        tmp_path / f"b{batch}x{accumulation}",
+        _same_face_set(8),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=0.5,
+        optim_args=None,  # plain SGD: the step is -lr * gradient
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        train_sampling_strategy="sequential",
+    )
+    # A fixed partition, uneven over the two micro-batches: 4 clean samples in the first, 1 in the second.
+    trainer.selector.clean[:] = torch.tensor([True, True, True, True, True, False, False, False])
+    before = trainer.model.moe.experts.weight.detach().clone()
+    trainer.train()
+    return trainer.model.moe.experts.weight.detach() - before
+
+
+def test_two_accumulated_steps_move_the_weights_like_one_step_at_twice_the_batch(tmp_path):
+    one = _weights_after_one_step(tmp_path, 8, 1)
+    two = _weights_after_one_step(tmp_path, 4, 2)
+    assert one.abs().max() > 1e-3
+    torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-7)
+
+
+def test_max_steps_mid_epoch_reports_the_samples_it_did_not_see(tmp_path):
+    train_set, _ = joint_data(60, 60)  # 120 samples, 4 steps of 32 per epoch; stop after 2
+    trainer = make_trainer(tmp_path, train_set, max_steps=2)
+    trainer.train()
+    assert trainer.selector.history[0]["selection/unseen"] == 120 - 64
+    assert int((trainer.selector.updates == 1).sum()) == 64
+
+
+def test_sync_batch_stats_on_cpu_makes_arm_global_and_says_batchnorm_stays_per_process(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    train_set, _ = joint_data(60, 60)
+    trainer = make_trainer(tmp_path, train_set, sync_batch_stats=True)
+    arm_config = {**TINY, "hidden_sizes": [16, 32, 64, 256]}
+    trainer.model = SSPAForImageClassification(SSPAConfig(backbone="arm", backbone_config=arm_config, image_size=48))
+    assert not trainer.model.arm.sync_across_processes
+    trainer._sync_batch_statistics()  # one process: nothing to synchronise
+    assert not trainer.model.arm.sync_across_processes
+    trainer.accelerator = SimpleNamespace(num_processes=2)  # what two CPU (gloo) processes look like here
+    with caplog.at_level("WARNING", logger="sspa_hf.trainer"):
+        trainer._sync_batch_statistics()
+    assert trainer.model.arm.sync_across_processes
+    assert "SyncBatchNorm runs on GPUs only" in caplog.text
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())

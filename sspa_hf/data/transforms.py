@@ -74,7 +74,8 @@ class TrainAugment:
 
 
 class EvalTransform:
-    """Exactly the image processor's own preprocessing (resize, centre crop, normalise), as the pipeline does it."""
+    """Exactly the image processor's own preprocessing, as the pipeline does it: RGB, resize of the whole image to
+    the square input size (no centre crop, so nothing of the face is cut off), rescale, normalise."""
 
     def __init__(self, image_processor: Any) -> None:
         self.image_processor = image_processor
