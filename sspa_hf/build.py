@@ -9,6 +9,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Re
 
 from .arguments import DataArguments, ModelArguments
 from .configuration_sspa import SSPAConfig
+from .data import build_joint, load_source
 from .errors import UserInputError
 from .modeling_sspa import SSPAForImageClassification
 from .processing import make_image_processor
@@ -52,8 +53,6 @@ def build_model(args: ModelArguments):
 
 def build_datasets(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
     """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
-    from .data import build_joint, load_source
-
     target = load_source(args.target_dataset)
     if "train" not in target:
         raise UserInputError(f"target data set {args.target_dataset!r} has no train split (it has {list(target)})")

@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..errors import UserInputError
+from ..metrics import classification_metrics, format_summary
 from . import run_command
 
 logger = logging.getLogger("sspa_hf.train")
@@ -86,8 +87,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
 def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict[str, Any]:
     """Build, train, evaluate on the target test split, write reports and the model card; return eval metrics."""
     from ..build import build_datasets, build_model
-    from ..metrics import classification_metrics, compute_metrics
-    from ..plots import plot_confusion_matrix, write_training_report
+    from ..metrics import compute_metrics
+    from ..run_folder import write_evaluation_report, write_training_report
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
@@ -100,7 +101,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
         eval_dataset=eval_set,
         processing_class=processor,
         compute_metrics=compute_metrics,
-        crop_padding=data_args.crop_padding,
     )
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
@@ -109,62 +109,34 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SSPATraini
     trainer.save_state()
 
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
-    full = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
-    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
-    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
     output_dir = Path(args.output_dir)
     class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    eval_spec = data_args.eval_dataset or data_args.target_dataset
+    y_true, y_pred = prediction.label_ids, np.argmax(prediction.predictions, axis=-1)
     if args.should_save:
-        (output_dir / "eval_metrics.json").write_text(json.dumps(full, indent=2))
-        plot_confusion_matrix(
-            np.array(full["confusion_matrix"]),
-            class_names,
-            output_dir / "confusion_matrix.png",
-            title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
-        )
+        title = f"{eval_spec} [{data_args.eval_split}]"
+        full = write_evaluation_report(output_dir, y_true, y_pred, class_names, title)
         write_training_report(output_dir, train_set)
-    trainer.model_card_info = model_card_info(model_args, data_args, args)
-    trainer.create_model_card()
+    else:
+        full = classification_metrics(y_true, y_pred, len(class_names), class_names)
+    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
+    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
+    card = {
+        "dataset_tags": [data_args.target_dataset, data_args.auxiliary_dataset],
+        "dataset": eval_spec,
+        "dataset_args": data_args.eval_split,
+    }
+    trainer.create_model_card(**card)
     if args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(**card)
     quality = trainer.selector.quality()
     if args.should_save:
         print_summary(full, class_names, quality, output_dir)
     return {**scalars, **quality}
 
 
-def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict:
-    """What the model card needs beyond the output folder: data sets and hyperparameters."""
-    return {
-        "model_name": args.hub_model_id or Path(args.output_dir).name,
-        "target_dataset": data_args.target_dataset,
-        "auxiliary_dataset": data_args.auxiliary_dataset,
-        "auxiliary_fraction": data_args.auxiliary_fraction if data_args.auxiliary_dataset else None,
-        "eval_dataset": data_args.eval_dataset or data_args.target_dataset,
-        "eval_split": data_args.eval_split,
-        "hyperparameters": {
-            "epochs": args.num_train_epochs,
-            "selection_epochs (T_S)": args.selection_epochs,
-            "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
-            "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip(),
-            "learning rate": args.learning_rate,
-            "weight decay": args.weight_decay,
-            "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
-            "ema_momentum (eta)": args.ema_momentum,
-            "mixup alpha, beta": f"{args.mixup_alpha}, {args.mixup_beta}",
-            "allocation": args.allocation,
-            "use_selection / fix_target / use_pairing": f"{args.use_selection} / {args.fix_target} / "
-            f"{args.use_pairing}",
-            "input size": model_args.image_size,
-            "seed": args.seed,
-        },
-    }
-
-
 def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict[str, float], output_dir: Path) -> None:
     """The evaluation table sspa-eval prints, then the selection quality where it is known, then the model folder."""
-    from .evaluate import format_summary
-
     print(f"\nSSPA-JT results ({output_dir}):")
     print(format_summary(metrics, class_names))
     for name in ("precision", "recall"):
