@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .configuration_sspa import RESNET18
 from .pairing import ALLOCATIONS
+from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 SELECTION_MODES = ("paper", "transition", "cleanlab")
 
@@ -34,20 +36,22 @@ class ModelArguments:
         },
     )
     backbone_layer_type: str = field(
-        default="basic", metadata={"help": "ResNet block type: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50+)."}
+        default=RESNET18["layer_type"],
+        metadata={"help": "ResNet block type: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50+)."},
     )
     backbone_depths: list[int] = field(
-        default_factory=lambda: [2, 2, 2, 2], metadata={"help": "ResNet blocks per stage (ResNet-18: 2 2 2 2)."}
+        default_factory=lambda: list(RESNET18["depths"]),
+        metadata={"help": "ResNet blocks per stage (ResNet-18: 2 2 2 2)."},
     )
     backbone_hidden_sizes: list[int] = field(
-        default_factory=lambda: [64, 128, 256, 512], metadata={"help": "ResNet channels per stage."}
+        default_factory=lambda: list(RESNET18["hidden_sizes"]), metadata={"help": "ResNet channels per stage."}
     )
-    backbone_embedding_size: int = field(default=64, metadata={"help": "ResNet stem channels."})
+    backbone_embedding_size: int = field(default=RESNET18["embedding_size"], metadata={"help": "ResNet stem channels."})
     image_mean: list[float] = field(
-        default_factory=lambda: [0.485, 0.456, 0.406], metadata={"help": "Normalisation mean (RGB)."}
+        default_factory=lambda: list(IMAGENET_MEAN), metadata={"help": "Normalisation mean (RGB)."}
     )
     image_std: list[float] = field(
-        default_factory=lambda: [0.229, 0.224, 0.225], metadata={"help": "Normalisation std (RGB)."}
+        default_factory=lambda: list(IMAGENET_STD), metadata={"help": "Normalisation std (RGB)."}
     )
 
 
@@ -72,9 +76,6 @@ class DataArguments:
         default=None, metadata={"help": "Evaluation data set spec; default: the target spec."}
     )
     eval_split: str = field(default="test", metadata={"help": "Split of the evaluation data set to evaluate on."})
-    crop_padding: float = field(
-        default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
-    )
     skip_bad_images: bool = field(
         default=False,
         metadata={
@@ -119,6 +120,9 @@ class SSPATrainingArguments(TrainingArguments):
             "help": "With several processes, make the batch statistics global, as on one device: Eq. 8 on the global "
             "batch, SyncBatchNorm (GPU only) and ARM's batch mean averaged across processes. No effect on one process."
         },
+    )
+    crop_padding: float = field(
+        default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}

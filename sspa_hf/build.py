@@ -12,6 +12,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Re
 
 from .arguments import DataArguments, ModelArguments
 from .configuration_sspa import SSPAConfig
+from .data import build_joint, load_source
 from .errors import UserInputError
 from .image_check import without_bad_images
 from .modeling_sspa import SSPAForImageClassification
@@ -78,8 +79,6 @@ def build_train_set(
 ) -> Dataset:
     """The joint training set: target train + a seeded fraction of auxiliary train, its images checked (also
     rebuilt by sspa-export-selection from a run's data_args.json). Bad images: see `without_bad_images`."""
-    from .data import build_joint, load_source
-
     target = load_source(args.target_dataset) if target is None else target
     if "train" not in target:
         raise UserInputError(f"target data set {args.target_dataset!r} has no train split (it has {list(target)})")
@@ -99,8 +98,6 @@ def build_train_set(
 
 def build_datasets(args: DataArguments, seed: int, report_dir: Path | None = None) -> tuple[Dataset, Dataset]:
     """The joint training set (target train + a seeded fraction of auxiliary train) and the evaluation split."""
-    from .data import load_source
-
     target = load_source(args.target_dataset)
     train = build_train_set(args, seed, target=target, report_dir=report_dir)
     evaluation = load_source(args.eval_dataset) if args.eval_dataset else target

@@ -17,11 +17,18 @@ BACKBONES = ("resnet", "arm")
 ARM_UPSCALE, ARM_KERNEL, ARM_STRIDE = 16, 32, 8
 
 
+#: The ResNet-18 layout (basic blocks, 2-2-2-2), the default backbone (and the `ModelArguments` defaults).
+RESNET18: dict[str, Any] = {
+    "layer_type": "basic",
+    "depths": [2, 2, 2, 2],
+    "hidden_sizes": [64, 128, 256, 512],
+    "embedding_size": 64,
+}
+
+
 def resnet18_config(**overrides: Any) -> ResNetConfig:
-    """The ResNet-18 layout (basic blocks, 2-2-2-2) as a transformers `ResNetConfig`."""
-    kwargs = {"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512], "embedding_size": 64}
-    kwargs.update(overrides)
-    return ResNetConfig(**kwargs)
+    """The ResNet-18 layout as a transformers `ResNetConfig`."""
+    return ResNetConfig(**{**RESNET18, **overrides})
 
 
 def resnet_output_size(backbone: ResNetConfig, image_size: int) -> int:
@@ -48,6 +55,7 @@ class SSPAConfig(PretrainedConfig):
     """
 
     model_type = "sspa"
+    sub_configs = {"backbone_config": ResNetConfig}  # saved as a nested dict, loaded back as a ResNetConfig
     # Only `logits` is gathered at evaluation (Trainer.predict); the rest of SSPAOutput stays on the device.
     keys_to_ignore_at_inference = ["expert_logits", "expert_probs", "gate", "features", "auxiliary_log_probs"]
 
@@ -71,7 +79,7 @@ class SSPAConfig(PretrainedConfig):
         if not isinstance(num_experts, int) or num_experts < 1:
             raise ValueError(f"SSPAConfig: num_experts must be an integer >= 1, got {num_experts!r}")
         if isinstance(backbone_config, dict):
-            backbone_config = ResNetConfig(**{k: v for k, v in backbone_config.items() if k != "model_type"})
+            backbone_config = ResNetConfig(**backbone_config)
         self.backbone = backbone
         self.backbone_config = backbone_config if backbone_config is not None else resnet18_config()
         self.num_experts = num_experts
@@ -103,9 +111,3 @@ class SSPAConfig(PretrainedConfig):
         if self.backbone == "arm":
             return self.arm_feature_side() ** 2
         return self.backbone_config.hidden_sizes[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if isinstance(self.backbone_config, ResNetConfig):
-            out["backbone_config"] = self.backbone_config.to_dict()
-        return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sspa_hf.labels import EXPRESSIONS
+from .labels import EXPRESSIONS
 
 #: The scalar keys `classification_metrics` returns besides the per-class ones.
 SUMMARY_KEYS: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
@@ -82,6 +82,55 @@ def classification_metrics(
         out[f"support/{name}"] = int(value)
     out["confusion_matrix"] = cm.astype(int).tolist()
     return out
+
+
+def selection_quality(labels: np.ndarray, reference_labels: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of a clean set against known consistency, and how many samples are known.
+
+    A sample is consistent when its label equals its reference (target-standard) label; samples whose reference
+    is unknown (< 0) are left out. Empty when no reference is known.
+    """
+    labels, reference = np.asarray(labels, dtype=np.int64), np.asarray(reference_labels, dtype=np.int64)
+    known = reference >= 0
+    if not known.any():
+        return {}
+    consistent, selected = (labels == reference)[known], np.asarray(clean, dtype=bool)[known]
+    hits = float((consistent & selected).sum())
+    precision = hits / max(float(selected.sum()), 1.0)
+    recall = hits / max(float(consistent.sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "known": int(known.sum())}
+
+
+def selection_counts(
+    labels: np.ndarray, is_target: np.ndarray, clean: np.ndarray, num_classes: int = len(EXPRESSIONS)
+) -> dict[str, np.ndarray]:
+    """Per class: target, auxiliary and selected (clean) auxiliary sample counts."""
+    labels, is_target = np.asarray(labels, dtype=np.int64), np.asarray(is_target, dtype=bool)
+    clean = np.asarray(clean, dtype=bool)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(labels[mask], minlength=num_classes)[:num_classes]
+
+    return {"target": count(is_target), "auxiliary": count(~is_target), "selected": count(~is_target & clean)}
+
+
+def format_summary(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
+    """A short text table: the four summary scores, then precision/recall/F1/support per class."""
+    lines = [
+        f"accuracy         {100 * metrics['accuracy']:6.2f} %",
+        f"macro precision  {100 * metrics['macro_precision']:6.2f} %",
+        f"macro recall     {100 * metrics['macro_recall']:6.2f} %",
+        f"macro F1         {100 * metrics['macro_f1']:6.2f} %",
+        "",
+        f"{'class':<12} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
+    ]
+    for name in class_names:
+        lines.append(
+            f"{name:<12} {100 * metrics[f'precision/{name}']:8.2f}% {100 * metrics[f'recall/{name}']:6.2f}% "
+            f"{100 * metrics[f'f1/{name}']:6.2f}% {metrics[f'support/{name}']:8d}"
+        )
+    return "\n".join(lines)
 
 
 def compute_metrics(eval_pred: Any) -> dict[str, float]:

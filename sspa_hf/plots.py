@@ -2,14 +2,12 @@
 selection epochs, confusion matrix, and grids of auxiliary faces judged clean or noisy (paper Fig. 6).
 
 Figures are drawn on matplotlib's Agg canvas without pyplot, so importing this module never changes the
-user's backend and plotting works on machines without a display. Selection tables are pandas DataFrames
-(the rows of ``selection.parquet``, see `read_selection_table`); a pyarrow Table is converted on the way in.
+user's backend and plotting works on machines without a display. Selection tables are pandas DataFrames (the
+rows of ``selection.parquet``, see `sspa_hf.run_folder`); a pyarrow Table is converted on the way in.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sspa_hf.labels import EXPRESSIONS
+from .data.images import open_image, to_rgb
+from .labels import EXPRESSIONS
+from .metrics import selection_counts
 
-logger = logging.getLogger(__name__)
-
-SELECTION_TABLE = "selection.parquet"
-SELECTION_HISTORY = "selection_history.json"
-#: Files `write_training_report` writes into the output folder.
-REPORT_FILES: tuple[str, ...] = ("class_distribution.png", "clean_ratio.png", "selection_grid.png")
 _DPI = 110
 _COLOURS = {"target": "#4C72B0", "auxiliary": "#DD8452", "selected": "#55A868"}
 
@@ -50,22 +44,10 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def read_selection_table(path: str | Path) -> pd.DataFrame:
-    """Read a `selection.parquet` written by training into a DataFrame."""
-    return pd.read_parquet(path)
-
-
 def class_counts_table(table: Any, num_classes: int = len(EXPRESSIONS)) -> dict[str, np.ndarray]:
     """Per class: target, auxiliary and selected (clean) auxiliary sample counts."""
     frame = _frame(table)
-    labels = frame["label"].to_numpy(dtype=np.int64)
-    is_target = frame["is_target"].to_numpy(dtype=bool)
-    clean = frame["clean"].to_numpy(dtype=bool)
-
-    def count(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(labels[mask], minlength=num_classes)[:num_classes]
-
-    return {"target": count(is_target), "auxiliary": count(~is_target), "selected": count(~is_target & clean)}
+    return selection_counts(frame["label"], frame["is_target"], frame["clean"], num_classes)
 
 
 def plot_class_distribution(table: Any, path: str | Path, class_names: Sequence[str] = EXPRESSIONS) -> Path:
@@ -98,7 +80,7 @@ def class_distribution_figure(table: Any, class_names: Sequence[str] = EXPRESSIO
     return fig
 
 
-def _history_series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def history_series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, values) of the history entries that hold `key`, or None when none does."""
     rows = [(float(row.get("epoch", i)), float(row[key])) for i, row in enumerate(history) if key in row]
     if not rows:
@@ -121,17 +103,17 @@ def plot_clean_ratio_history(
 
 def clean_ratio_figure(history: Sequence[Mapping[str, Any]], class_names: Sequence[str] = EXPRESSIONS) -> Figure:
     """The figure of `plot_clean_ratio_history`."""
-    overall = _history_series(history, "selection/aux_clean_ratio")
+    overall = history_series(history, "selection/aux_clean_ratio")
     if overall is None:
         raise ValueError("the selection history holds no auxiliary clean ratio (was there auxiliary data?)")
-    quality = {name: _history_series(history, f"selection/{name}") for name in ("precision", "recall", "f1")}
+    quality = {name: history_series(history, f"selection/{name}") for name in ("precision", "recall", "f1")}
     quality = {name: series for name, series in quality.items() if series is not None}
     fig = Figure(figsize=(11.0 if quality else 7.5, 4.6), layout="constrained")
     axes = fig.subplots(1, 2 if quality else 1, squeeze=False)[0]
     ax = axes[0]
     cmap = _class_colours(len(class_names))
     for c, name in enumerate(class_names):
-        series = _history_series(history, f"selection/aux_clean_ratio/class_{c}")
+        series = history_series(history, f"selection/aux_clean_ratio/class_{c}")
         if series is not None:
             ax.plot(*series, marker="o", markersize=3, linewidth=1.3, color=cmap[c], label=name)
     ax.plot(*overall, color="black", linewidth=2.4, label="all auxiliary")
@@ -205,8 +187,6 @@ def confusion_matrix_figure(
 
 def _face(value: Any) -> np.ndarray:
     """An RGB array of a dataset image value (decoded PIL image, or an `Image(decode=False)` dict)."""
-    from sspa_hf.data.images import open_image, to_rgb
-
     if isinstance(value, dict):
         value = open_image(value, str(value.get("path") or "image"))
     return np.asarray(to_rgb(value))
@@ -296,58 +276,3 @@ def _reference_labels(dataset: Any, by_index: pd.DataFrame) -> dict[int, int]:
     if dataset is not None and "reference_label" in getattr(dataset, "column_names", ()):
         return dict(enumerate(int(r) for r in dataset["reference_label"]))
     return {}
-
-
-def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-epoch selection statistics: selection_history.json, else the selection entries of trainer_state.json.
-
-    (The trainer logs every epoch's statistics, so `trainer_state.json`'s log_history holds them too; there the
-    "epoch" key is the Trainer's fractional epoch at logging time.)
-    """
-    folder = Path(output_dir)
-    history_path = folder / SELECTION_HISTORY
-    if history_path.is_file():
-        return list(json.loads(history_path.read_text()))
-    state_path = folder / "trainer_state.json"
-    if state_path.is_file():
-        log = json.loads(state_path.read_text()).get("log_history", [])
-        return [row for row in log if any(key.startswith("selection/") for key in row)]
-    return []
-
-
-def write_training_report(output_dir: str | Path, train_dataset: Any = None) -> list[Path]:
-    """Write class_distribution.png, clean_ratio.png and selection_grid.png into a training output folder.
-
-    Reads ``selection.parquet`` and ``selection_history.json`` there; a missing file, a run without auxiliary
-    data, or no `train_dataset` (faces for the grid) skips the figures concerned with a log line.
-    """
-    output_dir = Path(output_dir)
-    table_path = output_dir / SELECTION_TABLE
-    if not table_path.is_file():
-        logger.info("training report skipped: %s not found", table_path)
-        return []
-    table = read_selection_table(table_path)
-    if not (~table["is_target"].astype(bool)).any():
-        logger.info("training report skipped: the run has no auxiliary data")
-        return []
-    written = [plot_class_distribution(table, output_dir / "class_distribution.png")]
-    history = read_selection_history(output_dir)
-    if _history_series(history, "selection/aux_clean_ratio") is not None:
-        written.append(plot_clean_ratio_history(history, output_dir / "clean_ratio.png"))
-    else:
-        logger.info("clean_ratio.png skipped: no auxiliary clean ratio in %s or trainer_state.json", SELECTION_HISTORY)
-    if train_dataset is not None and "image" in getattr(train_dataset, "column_names", ()):
-        if len(train_dataset) != len(table):
-            logger.warning(
-                "selection_grid.png skipped: the training set has %d rows, %s has %d",
-                len(train_dataset),
-                table_path.name,
-                len(table),
-            )
-        else:
-            written.append(plot_selection_grid(train_dataset, table, output_dir / "selection_grid.png"))
-    else:
-        logger.info("selection_grid.png skipped: no training images given")
-    for path in written:
-        logger.info("wrote %s", path)
-    return written

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import UserInputError
+from .metrics import selection_quality
 
 STATE_FILE = "selection_state.safetensors"
 logger = logging.getLogger(__name__)
@@ -164,16 +165,11 @@ class SampleSelector:
         """Precision, recall and F1 of the auxiliary clean set against known consistency (label == reference)."""
         if self.reference_labels is None:
             return {}
-        known = ~self.is_target & (self.reference_labels >= 0)
-        if not known.any():
-            return {}
-        consistent = (self.labels == self.reference_labels)[known]
-        selected = self.clean[known]
-        hits = float((consistent & selected).sum())
-        precision = hits / max(float(selected.sum()), 1.0)
-        recall = hits / max(float(consistent.sum()), 1.0)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"selection/precision": precision, "selection/recall": recall, "selection/f1": f1}
+        aux = ~self.is_target
+        quality = selection_quality(
+            self.labels[aux].numpy(), self.reference_labels[aux].numpy(), self.clean[aux].numpy()
+        )
+        return {f"selection/{key}": quality[key] for key in ("precision", "recall", "f1") if key in quality}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name).contiguous() for name in _TENSORS}

@@ -7,7 +7,6 @@ noisy samples by Mixup with clean partners (Algorithm 2), loss over the whole ne
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,21 +16,20 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import SSPATrainingArguments
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
-from .modelcard import info_from_output_dir, write_model_card
+from .modelcard import model_card
 from .modeling_sspa import expert_cross_entropy, transition_nll
 from .pairing import allocate_across, pair_and_mix
+from .run_folder import MODEL_CARD, write_selection
 from .selection import SampleSelector
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image", "label", "is_target", "sample_index", "source")
-SELECTION_TABLE = "selection.parquet"
-SELECTION_HISTORY = "selection_history.json"
 
 
 class SSPATrainer(Trainer):
@@ -46,7 +44,7 @@ class SSPATrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: the Trainer must always divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, crop_padding: float = 0.125, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("data_collator", collate_fer)
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, SSPATrainingArguments):
@@ -90,11 +88,10 @@ class SSPATrainer(Trainer):
             image_size=processor.size["height"],
             image_mean=processor.image_mean,
             image_std=processor.image_std,
-            padding=crop_padding,
+            padding=self.args.crop_padding,
             seed=self.args.seed,
         )
         self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
-        self.model_card_info: dict = {}  # what the output folder does not say: data sets, hyperparameters
         self._sync_batch_statistics()
         self.add_callback(_SSPACallback(self))
         for plain, quiet in ((ProgressCallback, _QuietProgressCallback), (PrinterCallback, _QuietPrinterCallback)):
@@ -296,9 +293,7 @@ class SSPATrainer(Trainer):
             self._judge_with_transition()
         self._check_ranks_agree()
         if self.args.should_save:
-            output_dir = Path(self.args.output_dir)
-            self.write_selection_table(output_dir / SELECTION_TABLE)
-            (output_dir / SELECTION_HISTORY).write_text(json.dumps(self.selector.history, indent=1))
+            write_selection(self.args.output_dir, self.selector, self.train_dataset, self._verdict_columns())
         return output
 
     def _judge_with_transition(self) -> None:
@@ -325,6 +320,13 @@ class SSPATrainer(Trainer):
         self.selector.clean = torch.as_tensor(target_label == labels)
         self.standard_judgement = {"target_standard_label": target_label, "score": score}
 
+    def _verdict_columns(self) -> dict[str, np.ndarray]:
+        """What a selection mode beyond the paper adds to selection.parquet: its margin, and its relabels."""
+        columns = dict(self.standard_judgement)  # transition: target_standard_label and score
+        if "score" in self.train_dataset.column_names:  # cleanlab: the margin of the given label
+            columns["score"] = np.asarray(self.train_dataset["score"])
+        return columns
+
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """An intermediate push (`hub_strategy` every_save...) uploads output_dir after the Trainer copies config
         and weights there; add the modelling code (`auto_map`), so that every pushed revision loads with
@@ -334,6 +336,12 @@ class SSPATrainer(Trainer):
 
             custom_object_save(self.model, self.args.output_dir, config=self.model.config)
         super()._push_from_checkpoint(checkpoint_folder)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`; a checkpoint also gets the selection state (before any push or rotation)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if _internal_call and output_dir is not None and self.args.should_save:
+            self.selector.save(output_dir)
 
     def _check_ranks_agree(self) -> None:
         """Every process must hold the same thresholds and partition; fail loudly if not."""
@@ -348,42 +356,33 @@ class SSPATrainer(Trainer):
         if not torch.all(gathered == gathered[0]):
             raise RuntimeError(f"selection state differs across processes: {gathered.tolist()}")
 
-    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Write the SSPA-JT model card (README.md) into output_dir; `push_to_hub` uploads it with the model."""
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | None = None,
+        dataset_args: str | None = None,
+        license: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Write the SSPA-JT model card (README.md) of output_dir from the arguments, config and run folder.
+
+        As in `Trainer.create_model_card` (and forwarded by `push_to_hub(**kwargs)`): `dataset_tags` names the
+        training data sets (target, then auxiliary), `dataset` the evaluation set and `dataset_args` its split.
+        """
         if not self.is_world_process_zero():
             return
-        info = info_from_output_dir(self.args.output_dir, **self.model_card_info)
-        info.setdefault("model_name", model_name or Path(self.args.output_dir).name)
-        if self.hub_model_id or self.args.hub_model_id:
-            info.setdefault("repo_id", self.hub_model_id or self.args.hub_model_id)
-        write_model_card(self.args.output_dir, info)
-
-    def write_selection_table(self, path: Path) -> Path:
-        """selection.parquet: one row per training sample with its final side, thresholds and last p_i(y)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        data, sel = self.train_dataset, self.selector
-        columns = {
-            "sample_index": np.arange(len(sel)),
-            "source": list(data["source"]),
-            "id": list(data["id"]) if "id" in data.column_names else [""] * len(sel),
-            "label": sel.labels.numpy(),
-            "is_target": sel.is_target.numpy(),
-            "clean": sel.clean.numpy(),
-            "tau": sel.tau.numpy().tolist(),
-            "last_py": sel.last_py.numpy().tolist(),
-            "updates": sel.updates.numpy(),
-            "changed_epoch": sel.changed_epoch.numpy(),
-        }
-        if "score" in data.column_names:  # cleanlab mode: the margin of the given label
-            columns["score"] = np.asarray(data["score"])
-        columns.update(self.standard_judgement)  # transition mode: target-standard label and margin
-        if sel.reference_labels is not None:
-            columns["reference_label"] = sel.reference_labels.numpy()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), path)
-        return path
+        card = model_card(
+            self.args.output_dir,
+            self.model.config,
+            self.args,
+            model_name=model_name,
+            train_datasets=[dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or ()),
+            eval_dataset=dataset,
+            eval_split=dataset_args or "test",
+            license=license or "apache-2.0",
+        )
+        card.save(Path(self.args.output_dir) / MODEL_CARD)
 
 
 def _say(line: str) -> None:
@@ -441,7 +440,7 @@ class _QuietPrinterCallback(PrinterCallback):
 
 
 class _SSPACallback(TrainerCallback):
-    """Epoch boundaries (partition commits, augmentation epoch) and checkpointing of the selection state."""
+    """Epoch boundaries: partition commits and the augmentation's epoch."""
 
     def __init__(self, trainer: SSPATrainer) -> None:
         self.trainer = trainer
@@ -453,9 +452,3 @@ class _SSPACallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer._advance(self.trainer.selector.epoch + 1)
-
-    def on_save(self, args, state, control, **kwargs):
-        if args.should_save:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                self.trainer.selector.save(folder)

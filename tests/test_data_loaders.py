@@ -33,7 +33,7 @@ from fixtures_data import (
 )
 
 from sspa_hf.data import BASE_COLUMNS, load_source, read_source
-from sspa_hf.data.ferplus import ferplus_label, ferplus_winner
+from sspa_hf.data.readers.ferplus import ferplus_label, ferplus_winner
 from sspa_hf.data.schema import ReadContext
 from sspa_hf.errors import UserInputError
 from sspa_hf.labels import EXPRESSIONS, LABEL2ID, class_label_feature

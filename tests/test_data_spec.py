@@ -12,7 +12,7 @@ from fixtures_data import build_rafdb, tiny_split
 
 import sspa_hf.data.synthetic as synthetic
 from sspa_hf.data import load_source, parse_spec
-from sspa_hf.data.spec import Options, parse_label_map
+from sspa_hf.data.schema import Options, parse_label_map
 from sspa_hf.errors import UserInputError
 
 

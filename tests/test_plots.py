@@ -24,10 +24,9 @@ from sspa_hf.plots import (
     clean_ratio_figure,
     confusion_matrix_figure,
     plot_confusion_matrix,
-    read_selection_history,
     selection_grid_figure,
-    write_training_report,
 )
+from sspa_hf.run_folder import read_selection_history, write_training_report
 
 
 def _table(n_target: int = 20, n_aux: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -202,7 +201,7 @@ def test_training_report_writes_the_three_figures(tmp_path):
 
 
 def test_training_report_skips_what_it_cannot_draw_with_a_log_line(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="sspa_hf.plots")
+    caplog.set_level(logging.INFO, logger="sspa_hf.run_folder")
     assert write_training_report(tmp_path / "nothing") == []
     assert "selection.parquet not found" in caplog.text
     target_only = _table(n_target=10, n_aux=0)

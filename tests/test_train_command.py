@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from huggingface_hub import ModelCard
 
 from sspa_hf.commands.train import main, parse_arguments
 
@@ -65,7 +66,7 @@ def test_every_paper_recipe_parses_with_section_4_1_3_settings(recipe):
     assert train.lr_scheduler_type.value == "cosine" and train.warmup_steps == 0
     assert (train.selection_epochs, train.ema_momentum) == (40, 0.95)
     assert train.sync_batch_stats  # with N processes, the batch statistics of the paper's one batch of 128
-    assert model.image_size == 224 and data.crop_padding > 0
+    assert model.image_size == 224 and train.crop_padding > 0
     assert model.backbone == (
         "arm" if "arm" in name or name.startswith("table6") or name.startswith("table7") else "resnet"
     )
@@ -188,6 +189,10 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
     assert f"{100 * metrics['accuracy']:.2f}" in card  # the metrics table
     assert "## Sample selection" in card and "synthetic:?role=auxiliary&n=70" in card
     assert "pipeline_tag: image-classification" in card and "library_name: transformers" in card
+    loaded = ModelCard.load(tmp_path / "hub" / "fer-lab" / "sspa-tiny" / "README.md")
+    results = {r.metric_type: r.metric_value for r in loaded.data.eval_results}
+    assert results["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert results["f1"] == pytest.approx(metrics["macro_f1"], abs=1e-6)
 
     from transformers import pipeline
 

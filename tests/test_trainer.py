@@ -56,6 +56,7 @@ def make_trainer(tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padd
         "disable_tqdm": True,
         "logging_steps": 1000,
         "seed": 3,
+        "crop_padding": crop_padding,
         **overrides,
     }
     return SSPATrainer(
@@ -64,7 +65,6 @@ def make_trainer(tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padd
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3),
-        crop_padding=crop_padding,
     )
 
 
@@ -360,3 +360,17 @@ def test_sync_batch_stats_on_cpu_makes_arm_global_and_says_batchnorm_stays_per_p
     assert trainer.model.arm.sync_across_processes
     assert "SyncBatchNorm runs on GPUs only" in caplog.text
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())
+
+
+def test_checkpoint_saves_carry_the_selection_state_wherever_the_trainer_puts_them(tmp_path):
+    train_set, _ = joint_data(40, 40)
+    trainer = make_trainer(tmp_path, train_set)
+    trainer.selector.clean[50:60] = False
+    folder = tmp_path / "run" / "run-3" / "checkpoint-7"  # a hyper-parameter-search trial's checkpoint
+    trainer.save_model(str(folder), _internal_call=True)
+    assert (folder / "model.safetensors").is_file() and (folder / STATE_FILE).is_file()
+    restored = make_trainer(tmp_path / "again", train_set)
+    restored.selector.load(folder)
+    assert torch.equal(restored.selector.clean, trainer.selector.clean)
+    trainer.save_model(str(tmp_path / "final"))  # the final model folder gets no selection state
+    assert not (tmp_path / "final" / STATE_FILE).exists()

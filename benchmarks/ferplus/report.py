@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from sspa_hf.labels import EXPRESSIONS
+from sspa_hf.metrics import selection_quality
+from sspa_hf.run_folder import EVAL_METRICS, read_eval_metrics, read_selection_history, read_selection_table
 
 ORDER = [
     "target_only",
@@ -35,7 +37,7 @@ ORDER = [
 
 def runs_of(root: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
-    for metrics in sorted(root.glob("*/seed*/eval_metrics.json")):
+    for metrics in sorted(root.glob(f"*/seed*/{EVAL_METRICS}")):
         found.setdefault(metrics.parent.parent.name, []).append(metrics.parent)
     return dict(sorted(found.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
 
@@ -51,7 +53,7 @@ def metrics_table(runs: dict[str, list[Path]]) -> str:
     head = "| arm | seeds | accuracy | macro P | macro R | macro F1 | " + " | ".join(f"R {n}" for n in EXPRESSIONS)
     lines = [head + " | min/run |", "|" + "---|" * (7 + len(EXPRESSIONS))]
     for arm, folders in runs.items():
-        metrics = [json.loads((f / "eval_metrics.json").read_text()) for f in folders]
+        metrics = [read_eval_metrics(f) for f in folders]
         minutes = [
             json.loads((f / "timing.json").read_text())["wall_seconds"] / 60
             for f in folders
@@ -64,26 +66,22 @@ def metrics_table(runs: dict[str, list[Path]]) -> str:
     return "\n".join(lines)
 
 
-def selection_quality(folder: Path) -> pd.DataFrame:
+def quality_table(folder: Path) -> pd.DataFrame:
     """Precision / recall / F1 of the final clean set per auxiliary (FER2013) class and overall."""
-    table = pd.read_parquet(folder / "selection.parquet")
+    table = read_selection_table(folder)
     aux = table[~table.is_target]
     rows = []
     for name, part in [*((n, aux[aux.label == c]) for c, n in enumerate(EXPRESSIONS)), ("all", aux)]:
-        consistent = part.label == part.reference_label
-        hits = int((consistent & part.clean).sum())
-        precision = hits / max(int(part.clean.sum()), 1)
-        recall = hits / max(int(consistent.sum()), 1)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        quality = selection_quality(part.label, part.reference_label, part.clean)
         rows.append(
             {
                 "aux class": name,
                 "faces": len(part),
-                "consistent": int(consistent.sum()),
+                "consistent": int((part.label == part.reference_label).sum()),
                 "kept": int(part.clean.sum()),
-                "precision": precision,
-                "recall": recall,
-                "F1": f1,
+                "precision": quality.get("precision", 0.0),
+                "recall": quality.get("recall", 0.0),
+                "F1": quality.get("f1", 0.0),
             }
         )
     return pd.DataFrame(rows)
@@ -91,7 +89,7 @@ def selection_quality(folder: Path) -> pd.DataFrame:
 
 def consistent_but_dropped(folder: Path) -> pd.DataFrame:
     """Why consistent auxiliary faces were dropped: their last p(y) against their threshold, per class."""
-    table = pd.read_parquet(folder / "selection.parquet")
+    table = read_selection_table(folder)
     aux = table[~table.is_target & (table.label == table.reference_label)]
     rows = []
     for c, name in enumerate(EXPRESSIONS):
@@ -123,7 +121,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def history_table(folder: Path) -> str:
-    history = json.loads((folder / "selection_history.json").read_text())
+    history = read_selection_history(folder)
     frame = pd.DataFrame(
         [
             {
@@ -144,7 +142,7 @@ def created_table(runs: dict[str, list[Path]]) -> str:
     lines = ["| arm | seed | " + " | ".join(EXPRESSIONS) + " |", "|" + "---|" * (2 + len(EXPRESSIONS))]
     for arm, folders in runs.items():
         for folder in folders:
-            history = json.loads((folder / "selection_history.json").read_text())
+            history = read_selection_history(folder)
             last = history[-1] if history else {}
             counts = [int(last.get(f"pairing/created/class_{c}", 0)) for c in range(len(EXPRESSIONS))]
             if sum(counts):
@@ -156,7 +154,7 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
     def mean(arm: str, key: str) -> float | None:
         if arm not in runs:
             return None
-        return float(np.mean([json.loads((f / "eval_metrics.json").read_text())[key] for f in runs[arm]]))
+        return float(np.mean([read_eval_metrics(f)[key] for f in runs[arm]]))
 
     lines = []
     for key in ("accuracy", "macro_f1"):
@@ -179,7 +177,7 @@ def main() -> None:
     parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
     for arm in ("sspa", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
-            parts += [f"### Selection quality: {arm} {folder.name}", markdown(selection_quality(folder)), ""]
+            parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(folder)), ""]
     if "sspa" in runs:
         first = runs["sspa"][0]
         parts += [f"### Selection over the epochs: sspa {first.name}", history_table(first), ""]

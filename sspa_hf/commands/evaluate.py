@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserInputError
+from ..metrics import format_summary
+from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, write_evaluation_report
 from . import run_command
 from .model_io import add_model_options, load_model, resolve_device
 
 PROG = "sspa-eval"
-METRICS_FILE = "eval_metrics.json"
-CONFUSION_FILE = "confusion_matrix.png"
 
 DESCRIPTION = """\
 Evaluate a trained model on one split of a dataset: batched inference with the model's own saved image
@@ -139,7 +139,7 @@ def default_output_dir(model: str, dataset: str, split: str) -> Path:
 
 def check_not_another_dataset(output_dir: Path, dataset: str, split: str) -> None:
     """Refuse to overwrite a default folder that holds another dataset's evaluation (two specs, one slug)."""
-    existing = output_dir / METRICS_FILE
+    existing = output_dir / EVAL_METRICS
     if not existing.is_file():
         return
     try:
@@ -153,29 +153,8 @@ def check_not_another_dataset(output_dir: Path, dataset: str, split: str) -> Non
         )
 
 
-def format_summary(metrics: dict[str, Any], class_names: list[str]) -> str:
-    """A short text table: the four summary scores, then precision/recall/F1/support per class."""
-    lines = [
-        f"accuracy         {100 * metrics['accuracy']:6.2f} %",
-        f"macro precision  {100 * metrics['macro_precision']:6.2f} %",
-        f"macro recall     {100 * metrics['macro_recall']:6.2f} %",
-        f"macro F1         {100 * metrics['macro_f1']:6.2f} %",
-        "",
-        f"{'class':<12} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
-    ]
-    for name in class_names:
-        lines.append(
-            f"{name:<12} {100 * metrics[f'precision/{name}']:8.2f}% {100 * metrics[f'recall/{name}']:6.2f}% "
-            f"{100 * metrics[f'f1/{name}']:6.2f}% {metrics[f'support/{name}']:8d}"
-        )
-    return "\n".join(lines)
-
-
 def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation the arguments describe; write the metrics JSON and the confusion matrix; return them."""
-    from ..metrics import classification_metrics
-    from ..plots import plot_confusion_matrix
-
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_workers < 0:
@@ -186,24 +165,26 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     class_names = list(data.features["label"].names)
     mapping = label_mapping(dict(model.config.id2label), class_names)
     y_true, y_model = predict_split(model, processor, data, args.batch_size, args.num_workers, device)
-    metrics = classification_metrics(y_true, mapping[y_model], num_classes=len(class_names), class_names=class_names)
     if args.output_dir:
         output_dir = Path(args.output_dir)
     else:
         output_dir = default_output_dir(args.model, args.dataset, args.split)
         check_not_another_dataset(output_dir, args.dataset, args.split)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = {**metrics, "model": args.model, "dataset": args.dataset, "split": args.split, "n": len(y_true)}
-    (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2))
-    plot_confusion_matrix(
-        metrics["confusion_matrix"],
+    title = f"{args.model} on {args.dataset} [{args.split}]"
+    record = write_evaluation_report(
+        output_dir,
+        y_true,
+        mapping[y_model],
         class_names,
-        output_dir / CONFUSION_FILE,
-        title=f"{args.model} on {args.dataset} [{args.split}]",
+        title,
+        model=args.model,
+        dataset=args.dataset,
+        split=args.split,
+        n=len(y_true),
     )
-    print(f"{args.model} on {args.dataset} [{args.split}], {len(y_true)} images")
-    print(format_summary(metrics, class_names))
-    print(f"wrote {output_dir / METRICS_FILE} and {output_dir / CONFUSION_FILE}")
+    print(f"{title}, {len(y_true)} images")
+    print(format_summary(record, class_names))
+    print(f"wrote {output_dir / EVAL_METRICS} and {output_dir / CONFUSION_MATRIX}")
     return record
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserInputError
+from ..run_folder import DATA_ARGS as DATA_ARGS_FILE
+from ..run_folder import SELECTION_TABLE
 from . import run_command
 
 PROG = "sspa-export-selection"
-DATA_ARGS_FILE = "data_args.json"
-SELECTION_TABLE = "selection.parquet"
 
 
 def build_parser() -> argparse.ArgumentParser:

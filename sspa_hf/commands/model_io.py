@@ -52,9 +52,7 @@ def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     `trust_remote_code` the modelling code saved beside the weights (`auto_map`) is used instead: the way to run
     a folder written by another version of sspa-hf.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    import sspa_hf  # noqa: F401  (registers SSPAConfig / SSPAForImageClassification with the Auto classes)
+    from transformers import AutoImageProcessor, AutoModelForImageClassification  # (sspa_hf registered them)
 
     from ..hub import check_model_reference
 

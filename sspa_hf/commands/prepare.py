@@ -9,9 +9,11 @@ import sys
 
 import datasets
 
-from sspa_hf.data.prepare import BAD_IMAGES_REPORT, MANIFEST, NO_FACE_REPORT, PrepareOptions, prepare_source
-from sspa_hf.data.spec import FORMATS, parse_spec
-from sspa_hf.errors import UserInputError
+from ..data import FORMATS, PrepareOptions, parse_spec, prepare_source
+from ..data.prepare import BAD_IMAGES_REPORT, NO_FACE_REPORT
+from ..data.saved import MANIFEST
+from ..errors import UserInputError
+from . import run_command
 
 PROG = "sspa-prepare"
 
@@ -22,7 +24,7 @@ anger, disgust, fear, happiness, neutral, sadness, surprise; faces cropped (Affe
 (give it as the dataset spec). Re-running on an unchanged source with the same options reuses OUTPUT_DIR.
 
 SPEC is FORMAT:PATH[?key=value&...]. Formats:
-""" + "\n".join(f"  {name:16s} {what}" for name, what in FORMATS.items())
+""" + "\n".join(f"  {name:16s} {fmt.description}" for name, fmt in FORMATS.items())
 
 EPILOG = f"""\
 examples:
@@ -89,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         datasets.disable_progress_bars()
     try:
-        return _run(args)
-    except UserInputError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return run_command(PROG, lambda: _run(args))
     finally:
         if bars:
             datasets.enable_progress_bars()
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec)
     if args.align:
-        if spec.format not in ("affectnet", "caer_s"):
+        if spec.format is None or not FORMATS[spec.format].can_align:
             raise UserInputError(
                 f"--align needs facial landmarks (affectnet) or face detection (caer_s), not {spec.text}"
             )

@@ -24,8 +24,8 @@ from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..errors import UserInputError
+from ..metrics import classification_metrics, format_summary
 from . import run_command
-from .export_selection import DATA_ARGS_FILE
 from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
 
 __all__ = ["load_recipe", "main", "parse_arguments", "train"]
@@ -44,8 +44,8 @@ def train(
     (`status`), then push; return eval metrics. `push_at_end`: push once at the end although `args.push_to_hub`
     was turned off for the Trainer (the Hub could not be reached at start-up)."""
     from ..build import build_datasets, build_model
-    from ..metrics import classification_metrics, compute_metrics
-    from ..plots import plot_confusion_matrix, write_training_report
+    from ..metrics import compute_metrics
+    from ..run_folder import CONFUSION_MATRIX, DATA_ARGS, write_evaluation_report, write_training_report
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
@@ -54,7 +54,7 @@ def train(
     if args.should_save:  # what `sspa-export-selection` needs to rebuild the training set
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**dataclasses.asdict(data_args), "seed": args.seed, "num_samples": len(train_set)}
-        (Path(args.output_dir) / DATA_ARGS_FILE).write_text(json.dumps(record, indent=1))
+        (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
     if args.selection_mode == "cleanlab":
         from ..crossfit import clean_with_cleanlab
 
@@ -66,7 +66,6 @@ def train(
         eval_dataset=eval_set,
         processing_class=processor,
         compute_metrics=compute_metrics,
-        crop_padding=data_args.crop_padding,
     )
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
@@ -75,27 +74,29 @@ def train(
     trainer.save_state()
 
     prediction = trainer.predict(eval_set, metric_key_prefix="eval")
-    full = classification_metrics(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
-    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
-    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
     output_dir = Path(args.output_dir)
     class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    eval_spec = data_args.eval_dataset or data_args.target_dataset
+    y_true, y_pred = prediction.label_ids, np.argmax(prediction.predictions, axis=-1)
     if args.should_save:
-        (output_dir / "eval_metrics.json").write_text(json.dumps(full, indent=2))
-        plot_confusion_matrix(
-            np.array(full["confusion_matrix"]),
-            class_names,
-            output_dir / "confusion_matrix.png",
-            title=f"{data_args.eval_dataset or data_args.target_dataset} [{data_args.eval_split}]",
-        )
-        plots = [output_dir / "confusion_matrix.png", *write_training_report(output_dir, train_set)]
+        title = f"{eval_spec} [{data_args.eval_split}]"
+        full = write_evaluation_report(output_dir, y_true, y_pred, class_names, title)
+        plots = [output_dir / CONFUSION_MATRIX, *write_training_report(output_dir, train_set)]
         log_plots_to_tensorboard(trainer, plots)
-    trainer.model_card_info = model_card_info(model_args, data_args, args)
-    trainer.create_model_card()
+    else:
+        full = classification_metrics(y_true, y_pred, len(class_names), class_names)
+    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
+    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
+    card = {
+        "dataset_tags": [data_args.target_dataset, data_args.auxiliary_dataset],
+        "dataset": eval_spec,
+        "dataset_args": data_args.eval_split,
+    }
+    trainer.create_model_card(**card)
     if status is not None:
         status.write("complete")  # before the push, so that the pushed run_status.json says so
     if args.push_to_hub or push_at_end:
-        push_final(trainer)
+        push_final(trainer, **card)
     quality = trainer.selector.quality()
     if args.should_save:
         print_summary(full, class_names, quality, output_dir)
@@ -123,11 +124,12 @@ def write_images(writer: Any, images: list[Path], step: int) -> None:
     writer.close()
 
 
-def push_final(trainer: Any) -> None:
-    """The end-of-run push; if it fails the trained model is still in output_dir, and the message says so."""
+def push_final(trainer: Any, **card: Any) -> None:
+    """The end-of-run push (`card`: the model card's data set fields); if it fails the trained model is still in
+    output_dir, and the message says so."""
     trainer.args.push_to_hub = True
     try:
-        trainer.push_to_hub()
+        trainer.push_to_hub(**card)
     except Exception as exc:
         raise UserInputError(
             f"the push to the Hub failed ({_first_line(exc)}); the trained model is complete in "
@@ -220,38 +222,8 @@ def check_report_to(report_to: list[str] | str | None) -> None:
         )
 
 
-def model_card_info(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> dict:
-    """What the model card needs beyond the output folder: data sets and hyperparameters."""
-    return {
-        "model_name": args.hub_model_id or Path(args.output_dir).name,
-        "target_dataset": data_args.target_dataset,
-        "auxiliary_dataset": data_args.auxiliary_dataset,
-        "auxiliary_fraction": data_args.auxiliary_fraction if data_args.auxiliary_dataset else None,
-        "eval_dataset": data_args.eval_dataset or data_args.target_dataset,
-        "eval_split": data_args.eval_split,
-        "hyperparameters": {
-            "epochs": args.num_train_epochs,
-            "selection_epochs (T_S)": args.selection_epochs,
-            "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
-            "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip(),
-            "learning rate": args.learning_rate,
-            "weight decay": args.weight_decay,
-            "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
-            "ema_momentum (eta)": args.ema_momentum,
-            "mixup alpha, beta": f"{args.mixup_alpha}, {args.mixup_beta}",
-            "allocation": args.allocation,
-            "use_selection / fix_target / use_pairing": f"{args.use_selection} / {args.fix_target} / "
-            f"{args.use_pairing}",
-            "input size": model_args.image_size,
-            "seed": args.seed,
-        },
-    }
-
-
 def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict[str, float], output_dir: Path) -> None:
     """The evaluation table sspa-eval prints, then the selection quality where it is known, then the model folder."""
-    from .evaluate import format_summary
-
     print(f"\nSSPA-JT results ({output_dir}):")
     print(format_summary(metrics, class_names))
     for name in ("precision", "recall"):

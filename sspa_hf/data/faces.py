@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from sspa_hf.errors import UserInputError
+from ..errors import UserInputError
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 Point = tuple[float, float]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from sspa_hf.errors import UserInputError
+from ..errors import UserInputError
 
 #: Formats whose pixels are exact; a face cut from one is stored as PNG, from any other as JPEG.
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM", "PGM"})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from datasets import ClassLabel, Dataset, Value, concatenate_datasets
 
-from sspa_hf.errors import UserInputError
-from sspa_hf.labels import EXPRESSIONS, NUM_CLASSES, class_label_feature
+from ..errors import UserInputError
+from ..labels import EXPRESSIONS, NUM_CLASSES, class_label_feature
 
 JOINT_COLUMNS: tuple[str, ...] = ("image", "label", "is_target", "source", "sample_index", "id", "reference_label")
 _NEEDED = ("image", "label", "source", "id", "reference_label")

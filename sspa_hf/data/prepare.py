@@ -9,7 +9,6 @@ options; a later run with the same fingerprint reuses the folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,35 +22,18 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from sspa_hf.data.faces import DETECTION_MARGIN, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
-from sspa_hf.data.hf import is_saved_dataset, load_saved, normalise
-from sspa_hf.data.images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
-from sspa_hf.data.schema import GEOMETRY_COLUMNS, FaceWork, RawSource, ReadContext, class_counts
-from sspa_hf.data.spec import SourceSpec, parse_spec
-from sspa_hf.errors import UserInputError
+from ..errors import UserInputError
+from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
+from .faces import DETECTION_MARGIN, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
+from .images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
+from .saved import MANIFEST, load_prepared, read_manifest
+from .schema import GEOMETRY_COLUMNS, FaceWork, RawSource, SourceSpec, class_counts
 
 logger = logging.getLogger("sspa_hf.data")
 
-MANIFEST = "sspa_prepare.json"
 BAD_IMAGES_REPORT = "bad_images.tsv"
 NO_FACE_REPORT = "no_face.tsv"
-PREPARE_VERSION = 1  # bump when the pixels produced for the same source and options change
 ALIGNED_SIZE = 224  # face size of aligned output when image_size is 0 (keep)
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    """How faces are stored: at most `image_size` px square (0 keeps the crop), in which format, and how."""
-
-    image_size: int = 224
-    image_format: str = "auto"  # auto | png | jpeg
-    jpeg_quality: int = 95
-    skip_bad_images: bool = False
-    num_proc: int = 1
-
-    def key(self) -> dict[str, Any]:
-        """The options that change the output (the number of processes does not)."""
-        return {k: v for k, v in asdict(self).items() if k != "num_proc"}
 
 
 @dataclass
@@ -61,151 +43,6 @@ class PrepareResult:
     output_dir: Path
     reused: bool
     manifest: dict[str, Any]
-
-
-def cache_root() -> Path:
-    """`$SSPA_HF_CACHE`, else `$XDG_CACHE_HOME/sspa_hf`, else `~/.cache/sspa_hf`."""
-    if os.environ.get("SSPA_HF_CACHE"):
-        return Path(os.environ["SSPA_HF_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sspa_hf"
-
-
-def _stat_line(path: str) -> bytes:
-    try:
-        st = os.stat(path)
-        return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
-    except OSError:
-        return f"{path}\0missing\n".encode()
-
-
-def _head(spec: SourceSpec, options: PrepareOptions, key: str = "") -> bytes:
-    head = {"version": PREPARE_VERSION, "spec": spec.canonical(), "options": options.key(), "key": key}
-    return json.dumps(head, sort_keys=True).encode()
-
-
-def spec_paths(spec: SourceSpec) -> list[Path] | None:
-    """The local files and folders a spec reads, or None when it reads a hub dataset (known only once loaded)."""
-    if spec.format == "synthetic":
-        from sspa_hf.data import synthetic
-
-        return [Path(synthetic.__file__)]  # generated: the generator's code is the source
-    path = Path(spec.path).expanduser()
-    if spec.format == "hf" and not path.exists():
-        return None
-    paths = [path]
-    if spec.format == "affectnet" and spec.options.get("images"):
-        paths.append(Path(spec.options["images"]).expanduser())
-    return paths
-
-
-def tree_fingerprint(spec: SourceSpec, options: PrepareOptions, exclude: Path | None = None) -> str | None:
-    """SHA-256 of the spec, the output options and (path, size, mtime) of every file under the spec's paths.
-
-    Cheap enough to run before parsing anything (a stat per file), so an up-to-date cache is found without
-    re-reading CSVs; `exclude` leaves out an output folder placed inside the source. None for hub datasets.
-    """
-    roots = spec_paths(spec)
-    if roots is None:
-        return None
-    skip = exclude.resolve() if exclude is not None else None
-    digest = hashlib.sha256(_head(spec, options))
-    for root in roots:
-        if not root.is_dir():
-            digest.update(_stat_line(str(root)))
-            continue
-        for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(
-                d for d in subfolders if not d.startswith(".") and (skip is None or Path(folder, d).resolve() != skip)
-            )
-            for name in sorted(files):
-                digest.update(_stat_line(os.path.join(folder, name)))
-    return digest.hexdigest()
-
-
-def content_fingerprint(source: RawSource, spec: SourceSpec, options: PrepareOptions) -> str:
-    """Fingerprint of a source that is not a local tree (a hub dataset): its content key and listed files."""
-    digest = hashlib.sha256(_head(spec, options, source.content_key))
-    for path in sorted({str(p) for p in source.meta_files}):
-        digest.update(_stat_line(path))
-    for name, split in source.splits.items():
-        digest.update(f"split {name} {len(split)}\n".encode())
-        for path in split.data.column("image").combine_chunks().field("path").to_pylist():
-            if path:
-                digest.update(_stat_line(path))
-    return digest.hexdigest()
-
-
-def _up_to_date(output_dir: Path, fingerprint: str | None) -> dict[str, Any] | None:
-    manifest = read_manifest(output_dir)
-    if fingerprint and manifest and manifest.get("fingerprint") == fingerprint and is_saved_dataset(output_dir):
-        return manifest
-    return None
-
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a prepared folder, or None."""
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_prepared(folder: Path) -> RawSource:
-    """A prepared / `save_to_disk` folder as a RawSource (its files make the fingerprint)."""
-    if not folder.exists():
-        raise UserInputError(f"dataset folder {folder} not found")
-    if not is_saved_dataset(folder):
-        from sspa_hf.data.guess import guess_format
-
-        guess = guess_format(folder)
-        hint = f"; it looks like {guess}: use {guess}:{folder}" if guess else ""
-        raise UserInputError(
-            f"{folder} is not a prepared dataset (no dataset_dict.json): write FORMAT:PATH, FORMAT one of "
-            f"rafdb, affectnet, caer_s, fer2013, ferplus, fer2013_ferplus, imagefolder, hf, synthetic{hint}"
-        )
-    return RawSource(name=folder.name, splits=load_prepared(folder), meta_files=sorted(folder.rglob("*.arrow")))
-
-
-def load_prepared(folder: Path) -> DatasetDict:
-    """Load a prepared folder (aliased splits restored), bringing foreign `save_to_disk` data onto our columns."""
-    splits = load_saved(folder)
-    manifest = read_manifest(folder) or {}
-    for alias, target in manifest.get("aliases", {}).items():
-        if target in splits:
-            splits[alias] = splits[target]
-    return normalise(splits, source_name=folder.name, where=str(folder))
-
-
-def prepare_source(spec: str | SourceSpec, output_dir: str | Path, options: PrepareOptions) -> PrepareResult:
-    """Read `spec`, then write its prepared DatasetDict to `output_dir`, or reuse `output_dir` if it is up to date."""
-    from sspa_hf.data.sources import read_source
-
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    output_dir = Path(output_dir)
-    fingerprint = tree_fingerprint(parsed, options, exclude=output_dir)
-    manifest = _up_to_date(output_dir, fingerprint)
-    if manifest is not None:
-        return PrepareResult(output_dir, True, manifest)
-    source = read_source(parsed, ReadContext(skip_bad_images=options.skip_bad_images))
-    source.log_dropped()
-    return prepare(source, parsed, output_dir, options, fingerprint)
-
-
-def auto_cache(spec: SourceSpec) -> tuple[Path, PrepareOptions]:
-    """Where `load_source` keeps a source it prepares itself, and with which options."""
-    key = hashlib.sha1(spec.canonical().encode()).hexdigest()[:16]
-    size = spec.options.get("image_size", "224")
-    options = PrepareOptions(image_size=int(size) if size.isdigit() else 224, num_proc=min(4, os.cpu_count() or 1))
-    return cache_root() / "prepared" / f"{spec.format}-{key}", options
-
-
-def cached(spec: SourceSpec) -> DatasetDict | None:
-    """The up-to-date auto-prepared form of `spec`, if there is one (checked without parsing the source)."""
-    output_dir, options = auto_cache(spec)
-    if _up_to_date(output_dir, tree_fingerprint(spec, options)) is None:
-        return None
-    return load_prepared(output_dir)
 
 
 def prepare_cached(spec: SourceSpec, source: RawSource) -> DatasetDict:
@@ -225,7 +62,7 @@ def prepare(
     """Write (or reuse) the prepared form of an already-read source."""
     fingerprint = fingerprint or tree_fingerprint(spec, options, exclude=output_dir)
     fingerprint = fingerprint or content_fingerprint(source, spec, options)
-    manifest = _up_to_date(output_dir, fingerprint)
+    manifest = up_to_date(output_dir, fingerprint)
     if manifest is not None:
         return PrepareResult(output_dir, True, manifest)
     manifest = read_manifest(output_dir)

@@ -1,4 +1,5 @@
-"""The columns every loaded split shares, and the helpers readers use to build and check them."""
+"""The types every layer of the data package shares: a parsed spec and its options, the columns of a loaded split,
+what a reader returns, and the helpers readers use to build and check them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 import datasets
 from datasets import Dataset, Features, Image, Value
 
-from sspa_hf.errors import UserInputError
-from sspa_hf.labels import EXPRESSIONS, LABEL2ID, class_label_feature
+from ..errors import UserInputError
+from ..labels import EXPRESSIONS, LABEL2ID, class_label_feature
 
 logger = logging.getLogger("sspa_hf.data")
 
@@ -35,6 +36,144 @@ SPLIT_ALIASES: dict[str, str] = {
     "val": "validation",
     "dev": "validation",
 }
+
+#: Spellings of the canonical classes met in folder and label names (lower case).
+NAME_SYNONYMS: dict[str, str] = {
+    **{name: name for name in EXPRESSIONS},
+    "angry": "anger",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "surprised": "surprise",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed spec; `format` is None for a bare path to a prepared / `save_to_disk` folder."""
+
+    text: str
+    format: str | None
+    path: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def canonical(self) -> str:
+        """The spec with its options sorted, so equal specs compare (and hash) equal."""
+        if self.format is None:
+            return self.path
+        query = "&".join(f"{key}={value}" for key, value in sorted(self.options.items()))
+        return f"{self.format}:{self.path}" + (f"?{query}" if query else "")
+
+    def with_options(self, **options: str) -> SourceSpec:
+        """A copy with some options added or replaced."""
+        merged = {**self.options, **options}
+        return SourceSpec(text=self.text, format=self.format, path=self.path, options=merged)
+
+
+class Options:
+    """Typed access to a spec's options; `done()` rejects any option the reader did not ask for."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self._asked: set[str] = set()
+
+    def _raw(self, key: str) -> str | None:
+        self._asked.add(key)
+        return self.spec.options.get(key)
+
+    def _bad(self, key: str, value: str, expected: str) -> UserInputError:
+        return UserInputError(
+            f"dataset spec {self.spec.text!r}: option {key}={value!r} is invalid; expected {expected}"
+        )
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        """One of `choices` (case-insensitive)."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            raise self._bad(key, value, "one of " + ", ".join(choices))
+        return value.lower()
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A boolean written 1/0, true/false, yes/no or on/off."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise self._bad(key, value, "1 or 0")
+
+    def integer(self, key: str, default: int | None, minimum: int | None = None) -> int | None:
+        """An integer, at least `minimum` when given."""
+        value = self._raw(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self._bad(key, value, "an integer") from None
+        if minimum is not None and number < minimum:
+            raise self._bad(key, value, f"an integer >= {minimum}")
+        return number
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        """A string as given."""
+        value = self._raw(key)
+        return default if value is None else value
+
+    def done(self) -> None:
+        """Raise if the spec holds an option this format does not read."""
+        unknown = sorted(set(self.spec.options) - self._asked)
+        if unknown:
+            accepted = ", ".join(sorted(self._asked)) or "none"
+            raise UserInputError(
+                f"dataset spec {self.spec.text!r}: unknown option {unknown[0]!r} for format {self.spec.format} "
+                f"(accepted: {accepted})"
+            )
+
+
+def parse_label_map(text: str, where: str) -> dict[str, str | None]:
+    """Parse `native1:ours1,native2:ours2` (ours may be `drop`); names are checked against the canonical ones."""
+    mapping: dict[str, str | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        native, colon, ours = item.rpartition(":")
+        if not colon or not native:
+            raise UserInputError(f"{where}: label_map entry {item!r} is not native:ours")
+        ours = ours.strip().lower()
+        if ours in ("drop", "-"):
+            mapping[native.strip()] = None
+        elif ours in EXPRESSIONS:
+            mapping[native.strip()] = ours
+        else:
+            raise UserInputError(
+                f"{where}: label_map maps {native!r} to {ours!r}, which is not one of {', '.join(EXPRESSIONS)} or drop"
+            )
+    if not mapping:
+        raise UserInputError(f"{where}: label_map is empty")
+    return mapping
+
+
+def name_to_id(name: str, label_map: dict[str, str | None] | None) -> int | None:
+    """Canonical id of a native class name, None to drop it; raises KeyError for an unknown name."""
+    if label_map is not None:
+        lowered = {key.lower(): value for key, value in label_map.items()}
+        if name in label_map:
+            target = label_map[name]
+        elif name.lower() in lowered:
+            target = lowered[name.lower()]
+        else:
+            raise KeyError(name)
+        return None if target is None else LABEL2ID[target]
+    return LABEL2ID[NAME_SYNONYMS[name.lower()]]
 
 
 def base_features(extra: Mapping[str, Any] | None = None) -> Features:

@@ -1,61 +1,48 @@
-"""`load_source(spec)`: one entry point from a spec string to a DatasetDict on the shared columns."""
+"""The entry points from a spec string to data: `read_source` (parse only), `load_source` (ready splits) and
+`prepare_source` (a prepared folder). They join the layers: spec -> reader registry -> cache/prepare."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from datasets import DatasetDict
 
-from sspa_hf.data.schema import GEOMETRY_COLUMNS, RawSource, ReadContext
-from sspa_hf.data.spec import FORMATS, Options, SourceSpec, parse_spec
-from sspa_hf.errors import UserInputError
-
-Reader = Callable[[Path, Options, ReadContext], RawSource]
-
-
-def _reader(fmt: str) -> Reader:
-    """The reader of a format (imported on demand, so loading one format does not import the others)."""
-    if fmt == "rafdb":
-        from sspa_hf.data.rafdb import read_rafdb as reader
-    elif fmt == "affectnet":
-        from sspa_hf.data.affectnet import read_affectnet as reader
-    elif fmt == "caer_s":
-        from sspa_hf.data.caer_s import read_caer_s as reader
-    elif fmt == "fer2013":
-        from sspa_hf.data.fer2013 import read_fer2013 as reader
-    elif fmt == "ferplus":
-        from sspa_hf.data.ferplus import read_ferplus as reader
-    elif fmt == "fer2013_ferplus":
-        from sspa_hf.data.fer2013_ferplus import read_fer2013_ferplus as reader
-    elif fmt == "imagefolder":
-        from sspa_hf.data.folder import read_imagefolder as reader
-    else:
-        raise AssertionError(f"no reader for {fmt}")
-    return reader
+from ..errors import UserInputError
+from .cache import PrepareOptions, cached, tree_fingerprint, up_to_date
+from .prepare import PrepareResult, prepare, prepare_cached
+from .readers import FORMATS, format_list
+from .readers.guess import guess_format
+from .saved import is_saved_dataset, load_prepared
+from .schema import GEOMETRY_COLUMNS, Options, RawSource, ReadContext, SourceSpec
+from .spec import parse_spec
 
 
 def read_source(spec: SourceSpec | str, ctx: ReadContext | None = None) -> RawSource:
     """Parse a raw source (no pixel work): its splits, source files and the face work it still needs."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    ctx = ctx or ReadContext()
-    options = Options(spec)
     if spec.format is None:
-        from sspa_hf.data.prepare import read_prepared
-
         return read_prepared(Path(spec.path))
-    if spec.format == "synthetic":
-        return _read_synthetic(spec, options)
-    if spec.format == "hf":
-        from sspa_hf.data.hf import read_hf
-
-        source = read_hf(spec.path, options, ctx)
-    else:
-        if not spec.path:
-            raise UserInputError(f"dataset spec {spec.text!r}: no PATH after {spec.format}: ({FORMATS[spec.format]})")
-        source = _reader(spec.format)(Path(spec.path).expanduser(), options, ctx)
+    fmt = FORMATS[spec.format]
+    if fmt.needs_path and not spec.path:
+        raise UserInputError(f"dataset spec {spec.text!r}: no PATH after {spec.format}: ({fmt.description})")
+    options = Options(spec)
+    source = fmt.read(Path(spec.path).expanduser(), options, ctx or ReadContext())
     options.done()
     return source
+
+
+def read_prepared(folder: Path) -> RawSource:
+    """A prepared / `save_to_disk` folder as a RawSource (its files make the fingerprint)."""
+    if not folder.exists():
+        raise UserInputError(f"dataset folder {folder} not found")
+    if not is_saved_dataset(folder):
+        guess = guess_format(folder)
+        hint = f"; it looks like {guess}: use {guess}:{folder}" if guess else ""
+        raise UserInputError(
+            f"{folder} is not a prepared dataset (no dataset_dict.json): write FORMAT:PATH, FORMAT one of "
+            f"{format_list()}{hint}"
+        )
+    return RawSource(name=folder.name, splits=load_prepared(folder), meta_files=sorted(folder.rglob("*.arrow")))
 
 
 def load_source(spec: str) -> DatasetDict:
@@ -66,19 +53,28 @@ def load_source(spec: str) -> DatasetDict:
     output folder, face size and number of processes yourself.
     """
     parsed = parse_spec(spec)
-    if parsed.format in ("affectnet", "caer_s"):  # may need face work: an up-to-date auto-prepared copy wins
-        from sspa_hf.data.prepare import cached
-
+    if parsed.format is not None and FORMATS[parsed.format].face_work:  # an up-to-date auto-prepared copy wins
         ready = cached(parsed)
         if ready is not None:
             return ready
     source = read_source(parsed)
     source.log_dropped()
     if source.face_work.needed:
-        from sspa_hf.data.prepare import prepare_cached
-
         return prepare_cached(parsed, source)
     return strip_geometry(source.splits)
+
+
+def prepare_source(spec: str | SourceSpec, output_dir: str | Path, options: PrepareOptions) -> PrepareResult:
+    """Read `spec`, then write its prepared DatasetDict to `output_dir`, or reuse `output_dir` if it is up to date."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    output_dir = Path(output_dir)
+    fingerprint = tree_fingerprint(parsed, options, exclude=output_dir)
+    manifest = up_to_date(output_dir, fingerprint)
+    if manifest is not None:
+        return PrepareResult(output_dir, True, manifest)
+    source = read_source(parsed, ReadContext(skip_bad_images=options.skip_bad_images))
+    source.log_dropped()
+    return prepare(source, parsed, output_dir, options, fingerprint)
 
 
 def strip_geometry(splits: DatasetDict) -> DatasetDict:
@@ -86,18 +82,3 @@ def strip_geometry(splits: DatasetDict) -> DatasetDict:
     return DatasetDict(
         {name: ds.remove_columns([c for c in GEOMETRY_COLUMNS if c in ds.column_names]) for name, ds in splits.items()}
     )
-
-
-def _read_synthetic(spec: SourceSpec, options: Options) -> RawSource:
-    role = options.text("role", "target")
-    n = options.integer("n", None, minimum=1)
-    image_size = options.integer("image_size", 48, minimum=8)
-    seed = options.integer("seed", 0, minimum=0)
-    n_test = options.integer("n_test", None, minimum=1)
-    options.done()
-    if spec.path:
-        raise UserInputError(f"dataset spec {spec.text!r}: synthetic takes no path; write synthetic:?role=...&n=...")
-    from sspa_hf.data.synthetic import load_synthetic
-
-    splits = load_synthetic(role=role, n=n, image_size=image_size, seed=seed, n_test=n_test)
-    return RawSource(name="synthetic", splits=splits, content_key=spec.canonical())

@@ -53,16 +53,15 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Image as ImageFeature
 from PIL import Image, ImageDraw, ImageFilter
 
-from sspa_hf.errors import UserInputError
-from sspa_hf.labels import EXPRESSIONS, LABEL2ID, NUM_CLASSES, class_label_feature
-
-if TYPE_CHECKING:
-    from datasets import DatasetDict, Features
+from ..errors import UserInputError
+from ..labels import EXPRESSIONS, LABEL2ID, NUM_CLASSES, class_label_feature
 
 ROLES: tuple[str, ...] = ("target", "auxiliary")
 SOURCES: dict[str, str] = {"target": "synthetic_target", "auxiliary": "synthetic_auxiliary"}
@@ -371,9 +370,6 @@ def _generate_split(role: str, split: str, n: int, image_size: int, seed: int, b
 
 def synthetic_features() -> Features:
     """The features of every synthetic split (target and auxiliary share them, so they concatenate)."""
-    from datasets import Features, Value
-    from datasets import Image as ImageFeature
-
     return Features(
         {
             "image": ImageFeature(),
@@ -412,8 +408,6 @@ def load_synthetic(
     arguments give byte-identical images and labels; the two roles and the two splits are independent draws
     (and face ``i`` of a split does not depend on ``n``, only its class does).
     """
-    from datasets import Dataset, DatasetDict
-
     if role not in ROLES:
         raise UserInputError(f"synthetic role must be one of {', '.join(ROLES)}, got {role!r}")
     n = _as_int("n", DEFAULT_TRAIN_SIZE if n is None else n, 1)

@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
-from sspa_hf.data.images import image_name, open_image, to_rgb
+from .images import image_name, open_image, to_rgb
 
 
 class Transform(Protocol):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sspa_hf.data.schema import RawSource, ReadContext, finish, label_ids, make_split, require_dir, require_file
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
+from ...errors import UserInputError
+from ..schema import Options, RawSource, ReadContext, finish, label_ids, make_split, require_dir, require_file
 
 #: RAF-DB basic labels (1..7) onto the canonical names.
 RAFDB_LABELS: dict[int, str] = {

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from datasets import List, Value
 
-from sspa_hf.data.fer2013 import FER2013_LABELS, dedup_train, find_csv, iter_fer2013_csv
-from sspa_hf.data.schema import RawSource, ReadContext, finish, label_ids, make_split, require_dir, require_file
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
+from ...errors import UserInputError
+from ..schema import Options, RawSource, ReadContext, finish, label_ids, make_split, require_dir, require_file
+from .fer2013 import FER2013_LABELS, dedup_train, find_csv, iter_fer2013_csv
 
 #: FERPlus vote columns, in file order.
 FERPLUS_VOTE_ORDER: tuple[str, ...] = (

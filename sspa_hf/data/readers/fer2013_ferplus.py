@@ -1,4 +1,4 @@
-"""The FER2013 + FERPlus parquet folder (`/work/shared/data/fer2013_ferplus`): one set of faces, two standards.
+"""A FER2013 + FERPlus parquet folder (one row per face, both annotations): one set of faces, two standards.
 
 Each row carries its FER2013 label and its FERPlus votes and labels in FER2013 code order; we map them to the
 canonical order. `label=ferplus|fer2013|plurality` picks the standard; the other one becomes `reference_label`.
@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from datasets import Dataset, DatasetInfo, List, Value
 from datasets.table import InMemoryTable
 
-from sspa_hf.data.fer2013 import FER2013_LABELS
-from sspa_hf.data.ferplus import FERPLUS_VOTE_ORDER
-from sspa_hf.data.schema import (
+from ...errors import UserInputError
+from ..schema import (
+    Options,
     RawSource,
     ReadContext,
     base_features,
@@ -28,8 +28,8 @@ from sspa_hf.data.schema import (
     require_dir,
     warn_empty_classes,
 )
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
+from .fer2013 import FER2013_LABELS
+from .ferplus import FERPLUS_VOTE_ORDER
 
 SPLIT_FILES = ("train", "validation", "test")
 REQUIRED = ("id", "image", "fer2013_label", "ferplus_label", "ferplus_plurality", "ferplus_votes", "pixel_sha1")

@@ -8,48 +8,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sspa_hf.data.schema import (
+from ...errors import UserInputError
+from ...labels import EXPRESSIONS
+from ..schema import (
     SPLIT_ALIASES,
+    Options,
     RawSource,
     ReadContext,
     finish,
     list_dirs,
     list_images,
     make_split,
+    name_to_id,
+    parse_label_map,
     require_dir,
 )
-from sspa_hf.data.spec import Options, parse_label_map
-from sspa_hf.errors import UserInputError
-from sspa_hf.labels import EXPRESSIONS, LABEL2ID
 
-#: Spellings of the canonical classes met in folder and label names (lower case).
-NAME_SYNONYMS: dict[str, str] = {
-    **{name: name for name in EXPRESSIONS},
-    "angry": "anger",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "afraid": "fear",
-    "scared": "fear",
-    "happy": "happiness",
-    "joy": "happiness",
-    "sad": "sadness",
-    "surprised": "surprise",
-}
 LAYOUT = "imagefolder: ROOT/<class>/<image> or ROOT/{train,validation,test}/<class>/<image>"
-
-
-def name_to_id(name: str, label_map: dict[str, str | None] | None) -> int | None:
-    """Canonical id of a native class name, None to drop it; raises KeyError for an unknown name."""
-    if label_map is not None:
-        lowered = {key.lower(): value for key, value in label_map.items()}
-        if name in label_map:
-            target = label_map[name]
-        elif name.lower() in lowered:
-            target = lowered[name.lower()]
-        else:
-            raise KeyError(name)
-        return None if target is None else LABEL2ID[target]
-    return LABEL2ID[NAME_SYNONYMS[name.lower()]]
 
 
 def read_imagefolder(path: Path, options: Options, ctx: ReadContext) -> RawSource:

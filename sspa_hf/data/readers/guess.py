@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sspa_hf.data.caer_s import CAER_S_FOLDERS
-from sspa_hf.data.fer2013 import FER2013_FOLDERS
+from .caer_s import CAER_S_FOLDERS
+from .fer2013 import FER2013_FOLDERS
 
 
 def guess_format(path: Path) -> str | None:

@@ -18,8 +18,10 @@ import numpy as np
 from datasets import List, Value
 from tqdm.auto import tqdm
 
-from sspa_hf.data.schema import (
+from ...errors import UserInputError
+from ..schema import (
     FaceWork,
+    Options,
     RawSource,
     ReadContext,
     finish,
@@ -29,8 +31,6 @@ from sspa_hf.data.schema import (
     require_dir,
     require_file,
 )
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
 
 #: AffectNet expression codes onto the canonical names; the codes in AFFECTNET_DROPPED are left out (and counted).
 AFFECTNET_LABELS: dict[int, str] = {

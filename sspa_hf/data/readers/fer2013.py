@@ -20,8 +20,10 @@ from datasets import Value
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sspa_hf.data.schema import (
+from ...errors import UserInputError
+from ..schema import (
     SPLIT_ALIASES,
+    Options,
     RawSource,
     ReadContext,
     finish,
@@ -30,8 +32,6 @@ from sspa_hf.data.schema import (
     list_images,
     make_split,
 )
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
 
 #: FER2013 emotion codes onto the canonical names.
 FER2013_LABELS: dict[int, str] = {

@@ -1,51 +1,28 @@
-"""Any `datasets` dataset (hub id, local data folder or `save_to_disk` folder) brought onto the shared columns.
-
-Its image column becomes `image`, its label column is mapped onto the canonical classes by name (common spellings,
-or `label_map=name1:ours1,...`), and `source`, `id`, `reference_label` are added when missing.
-"""
+"""`save_to_disk` folders: recognise and load them, read a prepared folder's manifest, and bring any
+`datasets` DatasetDict onto the shared columns (its label column mapped onto the canonical classes by name)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 
-from sspa_hf.data.folder import name_to_id
-from sspa_hf.data.schema import BASE_COLUMNS, SPLIT_ALIASES, RawSource, ReadContext, finish, warn_empty_classes
-from sspa_hf.data.spec import Options, parse_label_map
-from sspa_hf.errors import UserInputError
-from sspa_hf.labels import EXPRESSIONS, class_label_feature
+from ..errors import UserInputError
+from ..labels import EXPRESSIONS, class_label_feature
+from .schema import BASE_COLUMNS, SPLIT_ALIASES, finish, name_to_id, warn_empty_classes
 
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
+#: The manifest `sspa-prepare` writes into a prepared folder (source fingerprint, options, counts, aliases).
+MANIFEST = "sspa_prepare.json"
 
 
 def is_saved_dataset(path: Path) -> bool:
     """Whether `path` is a folder written by `save_to_disk` (a DatasetDict or a single Dataset)."""
     return any((path / marker).is_file() for marker in SAVED_MARKERS)
-
-
-def read_hf(path: str, options: Options, ctx: ReadContext) -> RawSource:
-    """Load a hub id or local dataset. Options: `image_column`, `label_column`, `label_map`, `source`."""
-    image_column = options.text("image_column", "image")
-    label_column = options.text("label_column", "label")
-    map_text = options.text("label_map")
-    source_name = options.text("source")
-    options.done()
-    where = f"dataset spec {options.spec.text!r}"
-    label_map = parse_label_map(map_text, where) if map_text else None
-    local = Path(path)
-    meta: list[Path] = []
-    if local.is_dir():
-        meta = sorted(p for p in local.rglob("*") if p.is_file())
-        loaded = load_saved(local) if is_saved_dataset(local) else _load_dataset(path, where)
-    else:
-        loaded = _load_dataset(path, where)
-    name = source_name or (local.name if local.is_dir() else path.rstrip("/").split("/")[-1]) or "hf"
-    splits = normalise(loaded, image_column, label_column, label_map, name, where)
-    key = "" if local.is_dir() else ",".join(f"{s}:{d._fingerprint}" for s, d in loaded.items())
-    return RawSource(name=name, splits=splits, meta_files=meta, content_key=key)
 
 
 def load_saved(path: Path) -> DatasetDict:
@@ -54,12 +31,22 @@ def load_saved(path: Path) -> DatasetDict:
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
 
 
-def _load_dataset(name: str, where: str) -> DatasetDict:
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a prepared folder, or None."""
     try:
-        loaded = datasets.load_dataset(name)
-    except Exception as err:  # hub offline, unknown id, unsupported files: one line for the user
-        raise UserInputError(f"{where}: cannot load dataset {name!r}: {str(err).splitlines()[0][:300]}") from None
-    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_prepared(folder: Path) -> DatasetDict:
+    """Load a prepared folder (aliased splits restored), bringing foreign `save_to_disk` data onto our columns."""
+    splits = load_saved(folder)
+    manifest = read_manifest(folder) or {}
+    for alias, target in manifest.get("aliases", {}).items():
+        if target in splits:
+            splits[alias] = splits[target]
+    return normalise(splits, source_name=folder.name, where=str(folder))
 
 
 def normalise(

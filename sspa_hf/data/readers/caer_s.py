@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sspa_hf.data.schema import (
+from ...errors import UserInputError
+from ..schema import (
     SPLIT_ALIASES,
     FaceWork,
+    Options,
     RawSource,
     ReadContext,
     finish,
@@ -20,8 +22,6 @@ from sspa_hf.data.schema import (
     make_split,
     require_dir,
 )
-from sspa_hf.data.spec import Options
-from sspa_hf.errors import UserInputError
 
 #: CAER-S class folders onto the canonical names (folder names matched case-insensitively).
 CAER_S_FOLDERS: dict[str, str] = {

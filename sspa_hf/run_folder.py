@@ -1,0 +1,175 @@
+"""The run folder: the files a training run (and `sspa-eval`) writes beside the model, with their readers and writers.
+
+| file | written by | what |
+| --- | --- | --- |
+| `selection.parquet` | `write_selection` | one row per training sample: final side, thresholds, last p_i(y), updates |
+| `selection_history.json` | `write_selection` | the per-epoch selection statistics |
+| `eval_metrics.json`, `confusion_matrix.png` | `write_evaluation_report` | Eq. 9-12 metrics, per class, the matrix |
+| `class_distribution.png`, `clean_ratio.png`, `selection_grid.png` | `write_training_report` | figures |
+| `README.md` | `sspa_hf.modelcard` | the model card |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .labels import EXPRESSIONS
+from .metrics import classification_metrics, selection_counts, selection_quality
+from .plots import (
+    history_series,
+    plot_class_distribution,
+    plot_clean_ratio_history,
+    plot_confusion_matrix,
+    plot_selection_grid,
+)
+from .selection import SampleSelector
+
+logger = logging.getLogger(__name__)
+
+SELECTION_TABLE = "selection.parquet"
+SELECTION_HISTORY = "selection_history.json"
+EVAL_METRICS = "eval_metrics.json"
+CONFUSION_MATRIX = "confusion_matrix.png"
+MODEL_CARD = "README.md"
+DATA_ARGS = "data_args.json"  # the data arguments a run trained on (sspa-export-selection rebuilds the set)
+#: Figures `write_training_report` writes.
+REPORT_FILES: tuple[str, ...] = ("class_distribution.png", "clean_ratio.png", "selection_grid.png")
+
+
+def write_selection(
+    output_dir: str | Path, selector: SampleSelector, train_dataset: Any, extra: dict[str, np.ndarray] | None = None
+) -> None:
+    """selection.parquet (one row per training sample, plus `extra` columns) and selection_history.json."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    columns = {
+        "sample_index": np.arange(len(selector)),
+        "source": list(train_dataset["source"]),
+        "id": list(train_dataset["id"]) if "id" in train_dataset.column_names else [""] * len(selector),
+        "label": selector.labels.numpy(),
+        "is_target": selector.is_target.numpy(),
+        "clean": selector.clean.numpy(),
+        "tau": selector.tau.numpy().tolist(),
+        "last_py": selector.last_py.numpy().tolist(),
+        "updates": selector.updates.numpy(),
+        "changed_epoch": selector.changed_epoch.numpy(),
+    }
+    columns.update(extra or {})
+    if selector.reference_labels is not None:
+        columns["reference_label"] = selector.reference_labels.numpy()
+    pq.write_table(pa.table(columns), output_dir / SELECTION_TABLE)
+    (output_dir / SELECTION_HISTORY).write_text(json.dumps(selector.history, indent=1))
+
+
+def read_selection_table(path: str | Path) -> pd.DataFrame:
+    """A `selection.parquet` (or the one in a run folder) as a DataFrame."""
+    path = Path(path)
+    return pd.read_parquet(path / SELECTION_TABLE if path.is_dir() else path)
+
+
+def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch selection statistics: selection_history.json, else the selection entries of trainer_state.json.
+
+    (The trainer logs every epoch's statistics, so `trainer_state.json`'s log_history holds them too; there the
+    "epoch" key is the Trainer's fractional epoch at logging time.)
+    """
+    folder = Path(output_dir)
+    history_path = folder / SELECTION_HISTORY
+    if history_path.is_file():
+        return list(json.loads(history_path.read_text()))
+    state_path = folder / "trainer_state.json"
+    if state_path.is_file():
+        log = json.loads(state_path.read_text()).get("log_history", [])
+        return [row for row in log if any(key.startswith("selection/") for key in row)]
+    return []
+
+
+def selection_summary(table: pd.DataFrame, class_names: Sequence[str] = EXPRESSIONS) -> dict[str, Any]:
+    """Per-class auxiliary and selected counts, and the selection quality where reference labels are known."""
+    counts = selection_counts(table["label"], table["is_target"], table["clean"], len(class_names))
+    per_class = {
+        name: {"auxiliary": int(counts["auxiliary"][c]), "selected": int(counts["selected"][c])}
+        for c, name in enumerate(class_names)
+    }
+    summary: dict[str, Any] = {"per_class": per_class}
+    aux = table[~table["is_target"].astype(bool)]
+    if "reference_label" in aux.columns:
+        quality = selection_quality(aux["label"], aux["reference_label"], aux["clean"])
+        if quality:
+            summary["quality"] = quality
+    return summary
+
+
+def read_eval_metrics(output_dir: str | Path) -> dict[str, Any]:
+    """The metrics of eval_metrics.json in a run folder (empty when there is none)."""
+    path = Path(output_dir) / EVAL_METRICS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_evaluation_report(
+    output_dir: str | Path,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    **record: Any,
+) -> dict[str, Any]:
+    """Accuracy, macro P/R/F1, per-class scores and the confusion matrix of predictions (Eq. 9-12).
+
+    Written as eval_metrics.json (with `record`, e.g. model, dataset, split, appended) and confusion_matrix.png;
+    returns what was written.
+    """
+    names = list(class_names)
+    metrics = {**classification_metrics(y_true, y_pred, num_classes=len(names), class_names=names), **record}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / EVAL_METRICS).write_text(json.dumps(metrics, indent=2))
+    plot_confusion_matrix(metrics["confusion_matrix"], names, output_dir / CONFUSION_MATRIX, title=title)
+    return metrics
+
+
+def write_training_report(output_dir: str | Path, train_dataset: Any = None) -> list[Path]:
+    """Write class_distribution.png, clean_ratio.png and selection_grid.png into a training output folder.
+
+    Reads ``selection.parquet`` and ``selection_history.json`` there; a missing file, a run without auxiliary
+    data, or no `train_dataset` (faces for the grid) skips the figures concerned with a log line.
+    """
+    output_dir = Path(output_dir)
+    table_path = output_dir / SELECTION_TABLE
+    if not table_path.is_file():
+        logger.info("training report skipped: %s not found", table_path)
+        return []
+    table = read_selection_table(table_path)
+    if not (~table["is_target"].astype(bool)).any():
+        logger.info("training report skipped: the run has no auxiliary data")
+        return []
+    written = [plot_class_distribution(table, output_dir / REPORT_FILES[0])]
+    history = read_selection_history(output_dir)
+    if history_series(history, "selection/aux_clean_ratio") is not None:
+        written.append(plot_clean_ratio_history(history, output_dir / REPORT_FILES[1]))
+    else:
+        logger.info("clean_ratio.png skipped: no auxiliary clean ratio in %s or trainer_state.json", SELECTION_HISTORY)
+    if train_dataset is not None and "image" in getattr(train_dataset, "column_names", ()):
+        if len(train_dataset) != len(table):
+            logger.warning(
+                "selection_grid.png skipped: the training set has %d rows, %s has %d",
+                len(train_dataset),
+                table_path.name,
+                len(table),
+            )
+        else:
+            written.append(plot_selection_grid(train_dataset, table, output_dir / REPORT_FILES[2]))
+    else:
+        logger.info("selection_grid.png skipped: no training images given")
+    for path in written:
+        logger.info("wrote %s", path)
+    return written
