@@ -42,7 +42,7 @@ def check_one(value: dict[str, Any] | None, name: str) -> str | None:
 
 
 def _verdict_path(data: Any) -> Path:
-    from .data.prepare import cache_root
+    from .data.cache import cache_root
 
     return cache_root() / "image_checks" / f"{data._fingerprint}-v{CHECK_VERSION}.json"
 
