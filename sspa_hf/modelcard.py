@@ -54,6 +54,7 @@ def _percent(value: float) -> str:
 def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
     optimizer = f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
     return {
+        "selection_mode": getattr(args, "selection_mode", "paper"),
         "epochs": args.num_train_epochs,
         "selection_epochs (T_S)": args.selection_epochs,
         "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
@@ -161,6 +162,7 @@ def model_card(
         n_target=counts[True],
         n_auxiliary=counts[False],
         hyperparameters=_hyperparameters(args),
+        selection_mode=getattr(args, "selection_mode", "paper"),
         metrics=metrics,
         eval_dataset=eval_dataset or "not recorded",
         eval_split=eval_split,

@@ -166,6 +166,7 @@ def test_beyond_modes_train_end_to_end_and_report_their_verdict(tmp_path, mode):
     table = pq.read_table(out / "selection.parquet").to_pandas()
     assert (table.updates == 0).all() and (table.changed_epoch == -1).all()  # no Eq. 3-4: the verdict is the mode's
     assert table.clean[table.is_target].all() and "score" in table
+    assert f"selection mode `{mode}`" in (out / "README.md").read_text()  # the model card says how it was trained
     if mode == "transition":
         assert (table.clean == (table.target_standard_label == table.label)).all()
         assert SSPAForImageClassification.from_pretrained(out).config.standard_transition

@@ -158,13 +158,15 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
 
     lines = []
     for key in ("accuracy", "macro_f1"):
-        straight, sspa, perfect = (mean(a, key) for a in ("straight", "sspa", "perfect_selection"))
-        if None not in (straight, sspa, perfect) and perfect != straight:
-            share = (sspa - straight) / (perfect - straight)
-            lines.append(
-                f"- {key}: straight {100 * straight:.2f}, SSPA-JT {100 * sspa:.2f}, perfect selection "
-                f"{100 * perfect:.2f}: SSPA-JT closes {100 * share:.0f} % of the gap."
-            )
+        straight, perfect = mean("straight", key), mean("perfect_selection", key)
+        for arm in ("sspa", "transition", "cleanlab"):
+            value = mean(arm, key)
+            if None not in (straight, value, perfect) and perfect != straight:
+                share = (value - straight) / (perfect - straight)
+                lines.append(
+                    f"- {key}: straight {100 * straight:.2f}, {arm} {100 * value:.2f}, perfect selection "
+                    f"{100 * perfect:.2f}: {arm} closes {100 * share:.0f} % of the gap."
+                )
     return "\n".join(lines)
 
 
@@ -175,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = runs_of(args.runs)
     parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
-    for arm in ("sspa", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
+    for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
             parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(folder)), ""]
     if "sspa" in runs:
