@@ -8,9 +8,10 @@ The GPU preset also projects the wall time of the paper's RAF-DB + 10 % AffectNe
 12,271 + 28,372 faces) from the SSPATrainer throughput (docs/RESULTS.md, benchmarks/gpu/README.md).
 
 Both trainers get the same model architecture, data set, augmentation, collated batches and optimiser; the plain
-Trainer's collator only drops the two SSPA columns. Three arms are timed in alternating rounds: plain, SSPA in the
-sample-selection stage (threshold updates, masked loss) and SSPA in the paired-augmentation stage (a realistic
-partition: 30 % of the auxiliary samples noisy, so about 20 % of each batch is mixed). Also timed: the data pipeline
+Trainer's collator only drops the two SSPA columns. Four arms are timed in alternating rounds: plain, SSPA in the
+sample-selection stage (threshold updates, masked loss), SSPA in the paired-augmentation stage (a realistic
+partition: 30 % of the auxiliary samples noisy, so about 20 % of each batch is mixed) and selection_mode
+"transition" (the learnt standard transition in the loss). Also timed: the data pipeline
 alone (decode + augment + collate) and the model alone (forward + backward + step on one fixed batch).
 """
 
@@ -73,7 +74,7 @@ def joint_data(image_size: int):
     return build_joint(target["train"], aux["train"], seed=0), f"generated faces (2,000 + 2,000, {image_size} px)"
 
 
-def model_for(args: argparse.Namespace, seed: int = 0) -> SSPAForImageClassification:
+def model_for(args: argparse.Namespace, seed: int = 0, transition: bool = False) -> SSPAForImageClassification:
     torch.manual_seed(seed)
     backbone = {
         "layer_type": "basic",
@@ -82,13 +83,21 @@ def model_for(args: argparse.Namespace, seed: int = 0) -> SSPAForImageClassifica
         "embedding_size": args.hidden_sizes[0],
     }
     model = SSPAForImageClassification(
-        SSPAConfig(backbone=args.backbone, backbone_config=backbone, image_size=args.image_size)
+        SSPAConfig(
+            backbone=args.backbone,
+            backbone_config=backbone,
+            image_size=args.image_size,
+            standard_transition=transition,
+        )
     )
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
-def training_args(args: argparse.Namespace, out: Path, selection_epochs: int) -> SSPATrainingArguments:
+def training_args(
+    args: argparse.Namespace, out: Path, selection_epochs: int, selection_mode: str = "paper"
+) -> SSPATrainingArguments:
     return SSPATrainingArguments(
+        selection_mode=selection_mode,
         output_dir=str(out),
         per_device_train_batch_size=args.batch_size,
         max_steps=args.steps,
@@ -120,9 +129,12 @@ def time_arm(arm: str, args: argparse.Namespace, data, processor) -> float:
             callbacks=[timer],
         )
     else:
+        transition = arm == "sspa_transition"
         trainer = SSPATrainer(
-            model=model_for(args),
-            args=training_args(args, out, 40 if arm == "sspa_selection" else 0),
+            model=model_for(args, transition=transition),
+            args=training_args(
+                args, out, 40 if arm == "sspa_selection" else 0, "transition" if transition else "paper"
+            ),
             train_dataset=data,
             processing_class=processor,
             data_collator=Collate(args.channels_last, plain=False),
@@ -176,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
     """Alternating rounds of the three arms for one model; medians, ratios, data and model throughput."""
     data, description = joint_data(args.image_size)
     processor = make_image_processor(args.image_size, [0.5] * 3, [0.5] * 3)
-    arms = ("plain", "sspa_selection", "sspa_pairing")
+    arms = ("plain", "sspa_selection", "sspa_pairing", "sspa_transition")
     speeds: dict[str, list[float]] = {arm: [] for arm in arms}
     for round_index in range(args.rounds):
         for arm in arms:
@@ -193,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
         "all_rounds": speeds,
         "ratio_selection_stage": round(median["sspa_selection"] / median["plain"], 3),
         "ratio_pairing_stage": round(median["sspa_pairing"] / median["plain"], 3),
+        "ratio_transition_mode": round(median["sspa_transition"] / median["plain"], 3),
         "data_pipeline_images_per_second": round(data_only(args, data, processor), 1),
         "model_images_per_second": round(model_only(args), 1),
         "projected_hours_rafdb_affectnet10_80_epochs": round(PAPER_RUN_IMAGES / sspa_speed / 3600, 2),
