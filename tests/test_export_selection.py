@@ -73,17 +73,20 @@ def test_export_round_trips_the_auxiliary_set_with_its_selection(run, tmp_path, 
     assert len(kept) == int(auxiliary["clean"].sum()) and all(kept["consistent"])
 
 
-def test_export_exports_a_relabel_column_when_the_table_has_one(run, tmp_path):
+def test_export_exports_a_relabel_column_and_the_modes_score_when_the_table_has_them(run, tmp_path):
     import shutil
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     table = pq.read_table(copy / "selection.parquet")
     relabel = np.arange(table.num_rows) % 7
-    pq.write_table(table.append_column("target_standard_label", [relabel]), copy / "selection.parquet")
+    margin = np.linspace(-1.0, 1.0, table.num_rows)  # a mode's own margin (transition, cleanlab)
+    table = table.append_column("target_standard_label", [relabel]).append_column("score", [margin])
+    pq.write_table(table, copy / "selection.parquet")
     assert export_main([str(copy), str(tmp_path / "out")]) == 0
     data = load_from_disk(str(tmp_path / "out"))
     assert list(data["target_standard_label"]) == relabel[data["sample_index"]].tolist()
+    np.testing.assert_allclose(data["score"], margin[data["sample_index"]], rtol=1e-6)
 
 
 def test_export_refuses_a_changed_data_set_and_missing_pieces_in_one_line(run, tmp_path, capsys):

@@ -50,14 +50,16 @@ def read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def selection_columns(table: Any) -> dict[str, np.ndarray]:
-    """consistent (the final side), score (min over experts of p_i(y) - tau_i: > 0 means above every threshold)
-    and, where the table has it, target_standard_label (a relabel)."""
-    columns = {
-        "consistent": np.asarray(table.column("clean").to_pylist(), dtype=bool),
-        "score": (np.asarray(table.column("last_py").to_pylist()) - np.asarray(table.column("tau").to_pylist())).min(
-            axis=1
-        ),
-    }
+    """consistent (the final side), score and, where the table has it, target_standard_label (a relabel).
+
+    score is the selection mode's own margin where the table has one (`score`: transition, cleanlab), else the
+    paper's: min over experts of p_i(y) - tau_i (> 0 means above every threshold)."""
+    if "score" in table.column_names:
+        score = np.asarray(table.column("score").to_pylist())
+    else:
+        last_py, tau = np.asarray(table.column("last_py").to_pylist()), np.asarray(table.column("tau").to_pylist())
+        score = (last_py - tau).min(axis=1)
+    columns = {"consistent": np.asarray(table.column("clean").to_pylist(), dtype=bool), "score": score}
     if "target_standard_label" in table.column_names:
         columns["target_standard_label"] = np.asarray(table.column("target_standard_label").to_pylist())
     return columns
@@ -108,7 +110,8 @@ def dataset_card(data: Any, run_dir: Path, kept_only: bool, full: Any) -> str:
             "",
             f"The auxiliary data set of the SSPA-JT run `{run_dir.name}`, with the side its sample selection put each "
             "face on at the end of training: `consistent` (its label agrees with the target's standard), `score` "
-            "(min over experts of p_i(y) - tau_i, above 0 = above every threshold) and, where the run relabelled, "
+            "(the selection mode's margin, above 0 = consistent: min over experts of p_i(y) - tau_i for the paper's "
+            "rule, log q(y) - max_j log q(j) for selection_mode transition) and, where the run relabelled, "
             "`target_standard_label`. Made with `sspa-export-selection` (sspa-hf).",
             "",
             f"{len(data)} faces in this set ({'consistent only' if kept_only else 'all'}); "
