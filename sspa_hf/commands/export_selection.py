@@ -110,7 +110,7 @@ def dataset_card(data: Any, run_dir: Path, kept_only: bool, full: Any) -> str:
             "",
             f"The auxiliary data set of the SSPA-JT run `{run_dir.name}`, with the side its sample selection put each "
             "face on at the end of training: `consistent` (its label agrees with the target's standard), `score` "
-            "(the selection mode's margin, above 0 = consistent: min over experts of p_i(y) - tau_i for the paper's "
+            "(the selection mode's margin of the given label: min over experts of p_i(y) - tau_i for the paper's "
             "rule, log q(y) - max_j log q(j) for selection_mode transition) and, where the run relabelled, "
             "`target_standard_label`. Made with `sspa-export-selection` (sspa-hf).",
             "",
