@@ -13,40 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_train_command import TINY_FLAGS as TINY
 
 from sspa_hf.commands import evaluate as eval_command
 from sspa_hf.commands.train import main, parse_arguments
 
 HERE = Path(__file__).resolve().parent
 QUICKSTART = str(HERE.parent / "recipes" / "quickstart.yaml")
-TINY = [
-    "--target_dataset",
-    "synthetic:?role=target&n=70",
-    "--auxiliary_dataset",
-    "synthetic:?role=auxiliary&n=70",
-    "--backbone_depths",
-    "1",
-    "1",
-    "1",
-    "1",
-    "--backbone_hidden_sizes",
-    "8",
-    "16",
-    "32",
-    "64",
-    "--backbone_embedding_size",
-    "8",
-    "--num_train_epochs",
-    "2",
-    "--selection_epochs",
-    "1",
-    "--per_device_train_batch_size",
-    "35",
-    "--save_strategy",
-    "no",
-    "--disable_tqdm",
-    "true",
-]
 
 
 def _one_line_error(capsys) -> str:
