@@ -91,6 +91,12 @@ def test_selection_epochs_must_leave_a_pairing_stage(tmp_path, capsys):
     message = _one_line_error(capsys)
     assert "selection_epochs (5)" in message and "num_train_epochs (2)" in message and "use_pairing" in message
     assert not out.exists()
+    from sspa_hf.commands.train import check_stages
+
+    _, _, beyond = parse_arguments(
+        [*flags, "--num_train_epochs", "2", "--selection_epochs", "5", "--selection_mode", "transition"]
+    )
+    check_stages(beyond)  # no selection stage in the transition mode: nothing to refuse
 
 
 def test_without_pairing_a_long_selection_is_allowed_and_explained(tmp_path, caplog):

@@ -191,8 +191,11 @@ def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) 
 
 
 def check_stages(args: SSPATrainingArguments) -> None:
-    """T_S must leave epochs for the paired-augmentation stage, unless PAM is off (then say what happens)."""
-    if not args.use_selection or args.max_steps > 0 or args.selection_epochs < args.num_train_epochs:
+    """T_S must leave epochs for the paired-augmentation stage, unless PAM is off (then say what happens); the
+    selection modes beyond the paper have no selection stage."""
+    if args.selection_mode != "paper" or not args.use_selection or args.max_steps > 0:
+        return
+    if args.selection_epochs < args.num_train_epochs:
         return
     if args.use_pairing:
         raise UserInputError(
