@@ -31,7 +31,9 @@ def cleanlab_issues(probs: np.ndarray, labels: np.ndarray, is_target: np.ndarray
     aux = np.flatnonzero(~np.asarray(is_target, dtype=bool))
     issues = np.zeros(len(labels), dtype=bool)
     if len(aux):
-        issues[aux] = find_label_issues(labels=labels[aux], pred_probs=probs[aux])
+        # n_jobs=1: cleanlab's default forks a process pool, which can deadlock in a process that already runs
+        # torch's threads (seen here, in the test suite); one process is fast enough for any auxiliary set.
+        issues[aux] = find_label_issues(labels=labels[aux], pred_probs=probs[aux], n_jobs=1)
     score = probs[np.arange(len(labels)), labels] - probs.max(axis=1)
     return Cleaning(clean=~issues, score=score)
 
