@@ -10,37 +10,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_train_command import TINY_FLAGS
 
 from sspa_hf import EXPRESSIONS
 from sspa_hf.commands.train import main
 
 HERE = Path(__file__).resolve().parent
-FLAGS = [
+FLAGS = [  # the tiny training of test_train_command, with this file's data and schedule (the last flag wins)
     str(HERE.parent / "recipes" / "quickstart.yaml"),
+    *TINY_FLAGS,
     "--auxiliary_dataset",
     "synthetic:?role=auxiliary&n=30",
-    "--backbone_depths",
-    "1",
-    "1",
-    "1",
-    "1",
-    "--backbone_hidden_sizes",
-    "8",
-    "16",
-    "32",
-    "64",
-    "--backbone_embedding_size",
-    "8",
-    "--num_train_epochs",
-    "2",
-    "--selection_epochs",
-    "1",
     "--per_device_train_batch_size",
     "16",
-    "--save_strategy",
-    "no",
-    "--disable_tqdm",
-    "true",
 ]
 
 

@@ -9,41 +9,25 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
+from test_train_command import TINY_FLAGS
 
 from sspa_hf.commands.export_selection import main as export_main
 from sspa_hf.commands.train import main as train_main
 
 HERE = Path(__file__).resolve().parent
-FLAGS = [
+FLAGS = [  # the tiny training of test_train_command, with this file's data and schedule (the last flag wins)
     str(HERE.parent / "recipes" / "quickstart.yaml"),
-    "--target_dataset",
-    "synthetic:?role=target&n=70",
+    *TINY_FLAGS,
     "--auxiliary_dataset",
     "synthetic:?role=auxiliary&n=90",
     "--auxiliary_fraction",
     "0.5",
-    "--backbone_depths",
-    "1",
-    "1",
-    "1",
-    "1",
-    "--backbone_hidden_sizes",
-    "8",
-    "16",
-    "32",
-    "64",
-    "--backbone_embedding_size",
-    "8",
     "--num_train_epochs",
     "3",
     "--selection_epochs",
     "2",
     "--per_device_train_batch_size",
     "32",
-    "--save_strategy",
-    "no",
-    "--disable_tqdm",
-    "true",
 ]
 
 
