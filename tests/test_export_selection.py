@@ -13,6 +13,7 @@ from test_train_command import TINY_FLAGS
 
 from sspa_hf.commands.export_selection import main as export_main
 from sspa_hf.commands.train import main as train_main
+from sspa_hf.data.sources import load_source
 
 HERE = Path(__file__).resolve().parent
 FLAGS = [  # the tiny training of test_train_command, with this file's data and schedule (the last flag wins)
@@ -71,6 +72,9 @@ def test_export_exports_a_relabel_column_and_the_modes_score_when_the_table_has_
     data = load_from_disk(str(tmp_path / "out"))
     assert list(data["target_standard_label"]) == relabel[data["sample_index"]].tolist()
     np.testing.assert_allclose(data["score"], margin[data["sample_index"]], rtol=1e-6)
+    # the relabels are a training source as they are (a second round trains on them)
+    relabelled = load_source(f"hf:{tmp_path / 'out'}?label_column=target_standard_label")["train"]
+    assert list(relabelled["label"]) == list(data["target_standard_label"])
 
 
 def test_export_refuses_a_changed_data_set_and_missing_pieces_in_one_line(run, tmp_path, capsys):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserInputError
+from ..labels import class_label_feature
 from ..run_folder import DATA_ARGS as DATA_ARGS_FILE
 from ..run_folder import SELECTION_TABLE
 from . import run_command
@@ -85,7 +86,9 @@ def auxiliary_with_selection(run_dir: Path) -> Any:
     if list(joint["id"]) != ids or list(joint["sample_index"]) != table.column("sample_index").to_pylist():
         raise UserInputError(f"the samples of run {run_dir} no longer match its selection table (ids differ)")
     for name, values in selection_columns(table).items():
-        joint = joint.add_column(name, values.tolist())
+        # a relabel is a class like `label`, so `hf:OUT?label_column=target_standard_label` trains on it as is
+        feature = class_label_feature() if name == "target_standard_label" else None
+        joint = joint.add_column(name, values.tolist(), feature=feature)
     auxiliary = np.flatnonzero(~np.asarray(joint["is_target"]))
     return joint.select(auxiliary).remove_columns(["is_target"])
 
