@@ -29,6 +29,7 @@ ORDER = [
     "ssm_dt_moe",
     "ssm_dt_pam",
     "transition",
+    "second_round",
     "cleanlab",
     "perfect_selection",
     "oracle",
@@ -85,6 +86,21 @@ def quality_table(folder: Path) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def relabel_quality(folder: Path) -> str:
+    """How many auxiliary faces the run relabelled, the share given their FERPlus label, agreement before/after."""
+    table = read_selection_table(folder)
+    aux = table[~table.is_target]
+    changed = aux.target_standard_label != aux.label
+    right = (aux.target_standard_label == aux.reference_label)[changed].mean() if changed.any() else float("nan")
+    before = (aux.label == aux.reference_label).mean()
+    after = (aux.target_standard_label == aux.reference_label).mean()
+    return (
+        f"{int(changed.sum())} of {len(aux)} auxiliary faces relabelled, {100 * right:.1f} % of them to their FERPlus "
+        f"label ({100 * (aux.label == aux.reference_label)[changed].mean():.1f} % of their given labels were); "
+        f"agreement with FERPlus {100 * before:.1f} % -> {100 * after:.1f} %."
+    )
 
 
 def consistent_but_dropped(folder: Path) -> pd.DataFrame:
@@ -159,7 +175,7 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
     lines = []
     for key in ("accuracy", "macro_f1"):
         straight, perfect = mean("straight", key), mean("perfect_selection", key)
-        for arm in ("sspa", "transition", "cleanlab"):
+        for arm in ("sspa", "transition", "second_round", "cleanlab"):
             value = mean(arm, key)
             if None not in (straight, value, perfect) and perfect != straight:
                 share = (value - straight) / (perfect - straight)
@@ -180,6 +196,8 @@ def main() -> None:
     for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
             parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(folder)), ""]
+            if "target_standard_label" in read_selection_table(folder):
+                parts += [f"Relabelling: {relabel_quality(folder)}", ""]
     if "sspa" in runs:
         first = runs["sspa"][0]
         parts += [f"### Selection over the epochs: sspa {first.name}", history_table(first), ""]
