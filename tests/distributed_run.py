@@ -1,7 +1,8 @@
 """Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state.
 
-`distributed_run.py OUT [--sync]`: with --sync, sync_batch_stats is on and every PA-stage allocation is recorded
-(this process's clean histogram, noisy count and the share of Eq. 8 it used).
+`distributed_run.py OUT [--sync | --transition]`: with --sync, sync_batch_stats is on and every PA-stage allocation
+is recorded (this process's clean histogram, noisy count and the share of Eq. 8 it used); with --transition, the
+run is selection_mode transition and the learnt matrix and the verdict are dumped too.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from sspa_hf.trainer import SSPATrainer
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
-def main(out: Path, sync: bool = False) -> None:
+def main(out: Path, sync: bool = False, transition: bool = False) -> None:
     target = load_source("synthetic:?role=target&n=51")
     auxiliary = load_source("synthetic:?role=auxiliary&n=50")
     train_set = build_joint(target["train"], auxiliary["train"], seed=0)
     torch.manual_seed(0)
-    model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48))
+    extra = {"num_experts": 1, "standard_transition": True} if transition else {}
+    model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48, **extra))
     args = SSPATrainingArguments(
         output_dir=str(out / "run"),
         per_device_train_batch_size=16,
@@ -39,6 +41,7 @@ def main(out: Path, sync: bool = False) -> None:
         disable_tqdm=True,
         seed=1,
         sync_batch_stats=sync,
+        selection_mode="transition" if transition else "paper",
     )
     trainer = SSPATrainer(
         model=model, args=args, train_dataset=train_set, processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3)
@@ -58,8 +61,12 @@ def main(out: Path, sync: bool = False) -> None:
     state = {name: value.clone() for name, value in trainer.selector.state_dict().items()}
     state["world_size"] = torch.tensor(trainer.accelerator.num_processes)
     state["allocations"] = torch.tensor(allocations, dtype=torch.long).view(-1, 15)
+    if transition:
+        state["standard_transition"] = trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach()
+        state.update({k: torch.as_tensor(v) for k, v in trainer.standard_judgement.items()})
+        state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
     torch.save(state, out / f"rank{trainer.args.process_index}.pt")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sync="--sync" in sys.argv[2:])
+    main(Path(sys.argv[1]), sync="--sync" in sys.argv[2:], transition="--transition" in sys.argv[2:])

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.data import build_joint, load_source
-from sspa_hf.modeling_sspa import expert_cross_entropy
+from sspa_hf.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
 from sspa_hf.pairing import allocate, allocate_across
 from sspa_hf.selection import STATE_FILE
 from sspa_hf.trainer import SSPATrainer
@@ -201,6 +201,18 @@ def test_two_processes_hold_the_same_selection_state(tmp_path):
     assert states[0]["updates"].tolist() == [2] * 101
     assert states[0]["updated_epoch"].tolist() == [1] * 101
     assert int(states[0]["world_size"]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_learn_one_standard_transition_and_give_one_verdict(tmp_path):
+    states = _run_two_processes(tmp_path, "--transition")
+    for name, value in states[0].items():  # M is a parameter: DDP keeps it identical on every rank
+        assert torch.equal(states[1][name], value), name
+    init = torch.eye(7) * TRANSITION_INIT
+    assert not torch.allclose(states[0]["standard_transition"], init)  # it learnt
+    verdict, labels = states[0]["target_standard_label"], states[0]["labels"]
+    assert verdict.shape == labels.shape == (101,) and int(states[0]["world_size"]) == 2
+    assert torch.equal(states[0]["clean"], verdict == labels)
 
 
 class _GradNormAtStep(TrainerCallback):
