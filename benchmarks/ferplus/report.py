@@ -29,6 +29,7 @@ ORDER = [
     "ssm_dt_moe",
     "ssm_dt_pam",
     "transition",
+    "transition_moe",
     "second_round",
     "cleanlab",
     "perfect_selection",
@@ -175,7 +176,7 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
     lines = []
     for key in ("accuracy", "macro_f1"):
         straight, perfect = mean("straight", key), mean("perfect_selection", key)
-        for arm in ("sspa", "transition", "second_round", "cleanlab"):
+        for arm in ("sspa", "transition", "transition_moe", "second_round", "cleanlab"):
             value = mean(arm, key)
             if None not in (straight, value, perfect) and perfect != straight:
                 share = (value - straight) / (perfect - straight)
