@@ -212,10 +212,11 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
     assert sum(row["score"] for row in scores) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("recipe", sorted((RECIPES / "beyond").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", sorted((RECIPES / "beyond").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_beyond_recipe_is_its_paper_recipe_in_transition_mode(recipe):
     model, data, train = parse_arguments([str(recipe)])
-    paper_model, paper_data, paper_train = parse_arguments([str(RECIPES / "paper" / recipe.name)])
+    paper = RECIPES / "paper" / recipe.relative_to(RECIPES / "beyond")
+    paper_model, paper_data, paper_train = parse_arguments([str(paper)])
     assert (train.selection_mode, model.num_experts, paper_train.selection_mode) == ("transition", 1, "paper")
     assert data == paper_data and model.backbone == paper_model.backbone
     assert (train.num_train_epochs, train.learning_rate, train.seed) == (80, 0.01, paper_train.seed)
