@@ -115,7 +115,9 @@ def dataset_card(data: Any, run_dir: Path, kept_only: bool, full: Any) -> str:
             "face on at the end of training: `consistent` (its label agrees with the target's standard), `score` "
             "(the selection mode's margin of the given label: min over experts of p_i(y) - tau_i for the paper's "
             "rule, log q(y) - max_j log q(j) for selection_mode transition) and, where the run relabelled, "
-            "`target_standard_label`. Made with `sspa-export-selection` (sspa-hf).",
+            "`target_standard_label` (a class column: `sspa-train --auxiliary_dataset "
+            '"hf:FOLDER?label_column=target_standard_label"` trains on the relabels). '
+            "Made with `sspa-export-selection` (sspa-hf).",
             "",
             f"{len(data)} faces in this set ({'consistent only' if kept_only else 'all'}); "
             f"{int(consistent.sum())} of {len(full)} auxiliary faces kept ({100 * consistent.mean():.1f} %).",
