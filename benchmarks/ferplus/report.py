@@ -31,6 +31,7 @@ ORDER = [
     "transition",
     "transition_moe",
     "second_round",
+    "second_round_transition",
     "cleanlab",
     "perfect_selection",
     "oracle",
@@ -176,7 +177,7 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
     lines = []
     for key in ("accuracy", "macro_f1"):
         straight, perfect = mean("straight", key), mean("perfect_selection", key)
-        for arm in ("sspa", "transition", "transition_moe", "second_round", "cleanlab"):
+        for arm in ("sspa", "transition", "transition_moe", "second_round", "second_round_transition", "cleanlab"):
             value = mean(arm, key)
             if None not in (straight, value, perfect) and perfect != straight:
                 share = (value - straight) / (perfect - straight)
