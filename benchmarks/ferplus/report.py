@@ -69,9 +69,8 @@ def metrics_table(runs: dict[str, list[Path]]) -> str:
     return "\n".join(lines)
 
 
-def quality_table(folder: Path) -> pd.DataFrame:
-    """Precision / recall / F1 of the final clean set per auxiliary (FER2013) class and overall."""
-    table = read_selection_table(folder)
+def quality_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Precision / recall / F1 of the final clean set (a run's selection table) per auxiliary class and overall."""
     aux = table[~table.is_target]
     rows = []
     for name, part in [*((n, aux[aux.label == c]) for c, n in enumerate(EXPRESSIONS)), ("all", aux)]:
@@ -90,18 +89,17 @@ def quality_table(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def relabel_quality(folder: Path) -> str:
+def relabel_quality(table: pd.DataFrame) -> str:
     """How many auxiliary faces the run relabelled, the share given their FERPlus label, agreement before/after."""
-    table = read_selection_table(folder)
     aux = table[~table.is_target]
     changed = aux.target_standard_label != aux.label
-    right = (aux.target_standard_label == aux.reference_label)[changed].mean() if changed.any() else float("nan")
-    before = (aux.label == aux.reference_label).mean()
-    after = (aux.target_standard_label == aux.reference_label).mean()
+    given_right = aux.label == aux.reference_label
+    new_right = aux.target_standard_label == aux.reference_label
+    right = new_right[changed].mean() if changed.any() else float("nan")
     return (
         f"{int(changed.sum())} of {len(aux)} auxiliary faces relabelled, {100 * right:.1f} % of them to their FERPlus "
-        f"label ({100 * (aux.label == aux.reference_label)[changed].mean():.1f} % of their given labels were); "
-        f"agreement with FERPlus {100 * before:.1f} % -> {100 * after:.1f} %."
+        f"label ({100 * given_right[changed].mean():.1f} % of their given labels were); "
+        f"agreement with FERPlus {100 * given_right.mean():.1f} % -> {100 * new_right.mean():.1f} %."
     )
 
 
@@ -197,9 +195,10 @@ def main() -> None:
     parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
     for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
-            parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(folder)), ""]
-            if "target_standard_label" in read_selection_table(folder):
-                parts += [f"Relabelling: {relabel_quality(folder)}", ""]
+            table = read_selection_table(folder)
+            parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(table)), ""]
+            if "target_standard_label" in table:
+                parts += [f"Relabelling: {relabel_quality(table)}", ""]
     if "sspa" in runs:
         first = runs["sspa"][0]
         parts += [f"### Selection over the epochs: sspa {first.name}", history_table(first), ""]
