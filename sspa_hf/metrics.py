@@ -40,15 +40,20 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision (TP / predicted), recall (TP / true), F1 and support (true count) from a matrix."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+def scores_from_counts(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall and F1 from true-positive, predicted and true counts (any shape, class last)."""
+    tp, predicted, support = (np.asarray(a, dtype=np.float64) for a in (tp, predicted, support))
     precision = _safe_divide(tp, predicted)
     recall = _safe_divide(tp, support)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision (TP / predicted), recall (TP / true), F1 and support (true count) from a matrix."""
+    cm = np.asarray(cm, dtype=np.float64)
+    support = cm.sum(axis=1)
+    return {**scores_from_counts(np.diag(cm), cm.sum(axis=0), support), "support": support.astype(np.int64)}
 
 
 def classification_metrics(

@@ -5,6 +5,7 @@
 | `selection.parquet` | `write_selection` | one row per training sample: final side, thresholds, last p_i(y), updates |
 | `selection_history.json` | `write_selection` | the per-epoch selection statistics |
 | `eval_metrics.json`, `confusion_matrix.png` | `write_evaluation_report` | Eq. 9-12 metrics, per class, the matrix |
+| `eval_predictions.parquet` | `write_predictions` | one row per evaluation face: label, prediction, probabilities |
 | `class_distribution.png`, `clean_ratio.png`, `selection_grid.png` | `write_training_report` | figures |
 | `README.md` | `sspa_hf.modelcard` | the model card |
 """
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 SELECTION_TABLE = "selection.parquet"
 SELECTION_HISTORY = "selection_history.json"
 EVAL_METRICS = "eval_metrics.json"
+EVAL_PREDICTIONS = "eval_predictions.parquet"  # per-face predictions: paired intervals between runs (intervals.py)
 CONFUSION_MATRIX = "confusion_matrix.png"
 MODEL_CARD = "README.md"
 DATA_ARGS = "data_args.json"  # the data arguments a run trained on (sspa-export-selection rebuilds the set)
@@ -135,6 +137,30 @@ def write_evaluation_report(
     (output_dir / EVAL_METRICS).write_text(json.dumps(metrics, indent=2))
     plot_confusion_matrix(metrics["confusion_matrix"], names, output_dir / CONFUSION_MATRIX, title=title)
     return metrics
+
+
+def write_predictions(
+    output_dir: str | Path, y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str]
+) -> Path:
+    """eval_predictions.parquet: per evaluation face (in evaluation-set order) its label, argmax and probabilities."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    columns: dict[str, Any] = {
+        "index": np.arange(len(logits)),
+        "label": np.asarray(y_true, dtype=np.int64),
+        "prediction": logits.argmax(axis=-1),
+    }
+    columns.update({f"prob/{name}": probabilities[:, c].astype(np.float32) for c, name in enumerate(class_names)})
+    path = Path(output_dir) / EVAL_PREDICTIONS
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def read_predictions(output_dir: str | Path) -> pd.DataFrame | None:
+    """A run's eval_predictions.parquet (None when the run wrote none)."""
+    path = Path(output_dir) / EVAL_PREDICTIONS
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def write_training_report(output_dir: str | Path, train_dataset: Any = None) -> list[Path]:

@@ -8,10 +8,13 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 from huggingface_hub import ModelCard
 
 from sspa_hf.commands.train import main, parse_arguments
+from sspa_hf.labels import EXPRESSIONS
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PAPER = sorted(p for p in (RECIPES / "paper").rglob("*.yaml") if p.name != "base.yaml")
@@ -185,6 +188,12 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
         assert (tmp_path / "hub" / "fer-lab" / "sspa-tiny" / name).is_file(), f"{name} not pushed"
     card = (tmp_path / "hub" / "fer-lab" / "sspa-tiny" / "README.md").read_text()
     metrics = json.loads((out / "eval_metrics.json").read_text())
+    faces = pd.read_parquet(out / "eval_predictions.parquet")  # per face, for paired intervals between runs
+    assert len(faces) == sum(metrics[f"support/{name}"] for name in EXPRESSIONS)
+    assert (faces.label == faces.prediction).mean() == pytest.approx(metrics["accuracy"])
+    probabilities = faces[[f"prob/{name}" for name in EXPRESSIONS]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert (probabilities.argmax(axis=1) == faces.prediction).all()
     assert "SSPA-JT" in card and 'pipeline("image-classification", model="fer-lab/sspa-tiny"' in card
     assert f"{100 * metrics['accuracy']:.2f}" in card  # the metrics table
     assert "## Sample selection" in card and "synthetic:?role=auxiliary&n=70" in card

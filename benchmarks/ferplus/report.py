@@ -4,7 +4,9 @@
 
 Per arm: accuracy and macro precision / recall / F1 (mean and half-range over seeds), per-class recall; selection
 quality against the ground truth (an auxiliary face is consistent iff its FER2013 label equals its FERPlus label)
-overall, per class and over the selection epochs; PAM mixtures created per class; wall time per run.
+overall, per class and over the selection epochs; PAM mixtures created per class; wall time per run; and, for
+runs that wrote eval_predictions.parquet, each arm's difference to straight combination and to `transition` with a
+95 % paired-bootstrap interval over evaluation faces and seeds (sspa_hf.intervals).
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sspa_hf.intervals import paired_bootstrap
 from sspa_hf.labels import EXPRESSIONS
 from sspa_hf.metrics import selection_quality
-from sspa_hf.run_folder import EVAL_METRICS, read_eval_metrics, read_selection_history, read_selection_table
+from sspa_hf.run_folder import (
+    EVAL_METRICS,
+    read_eval_metrics,
+    read_predictions,
+    read_selection_history,
+    read_selection_table,
+)
 
 ORDER = [
     "target_only",
@@ -186,6 +195,48 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
     return "\n".join(lines)
 
 
+#: The differences the interval table gives: (column, metric, classes the macro mean is over).
+INTERVAL_COLUMNS = [
+    ("accuracy", "accuracy", None),
+    ("macro F1", "macro_f1", None),
+    ("macro R", "macro_recall", None),
+    ("macro F1 w/o disgust", "macro_f1", [c for c, n in enumerate(EXPRESSIONS) if n != "disgust"]),
+]
+
+
+def predictions_by_seed(folders: list[Path]) -> dict[str, pd.DataFrame]:
+    """Each seed's per-face predictions ('seed1' -> frame); runs without eval_predictions.parquet are left out."""
+    found = {f.name: read_predictions(f) for f in folders}
+    return {seed: frame for seed, frame in found.items() if frame is not None}
+
+
+def interval_table(runs: dict[str, list[Path]], reference: str) -> str:
+    """Every arm minus `reference` on the seeds both ran: seed-mean difference [95 % paired-bootstrap interval]."""
+    base = predictions_by_seed(runs.get(reference, []))
+    if not base:
+        return f"(no {reference} run wrote eval_predictions.parquet)"
+    head = f"| arm - {reference} | seeds | " + " | ".join(f"Δ {c[0]}" for c in INTERVAL_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(INTERVAL_COLUMNS))]
+    for arm, folders in runs.items():
+        mine = predictions_by_seed(folders)
+        seeds = sorted(set(mine) & set(base))
+        if arm == reference or not seeds:
+            continue
+        y_true = base[seeds[0]].label.to_numpy()
+        for seed in seeds:
+            if not np.array_equal(mine[seed].label.to_numpy(), y_true):
+                raise SystemExit(f"{arm} {seed} was evaluated on other faces than {reference} {seeds[0]}")
+        a = np.stack([mine[s].prediction.to_numpy() for s in seeds])
+        b = np.stack([base[s].prediction.to_numpy() for s in seeds])
+        cells = []
+        for _, metric, classes in INTERVAL_COLUMNS:
+            r = paired_bootstrap(y_true, a, b, metric=metric, classes=classes)
+            cells.append(f"{100 * r['difference']:+.2f} [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}]")
+        names = ",".join(s.removeprefix("seed") for s in seeds)
+        lines.append(f"| {arm} | {names} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/out/ferplus/runs"))
@@ -193,6 +244,12 @@ def main() -> None:
     args = parser.parse_args()
     runs = runs_of(args.runs)
     parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
+    for reference in ("straight", "transition"):
+        parts += [
+            f"### Differences to {reference} (seed mean [95 % paired bootstrap over faces and seeds], points)",
+            interval_table(runs, reference),
+            "",
+        ]
     for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
             table = read_selection_table(folder)

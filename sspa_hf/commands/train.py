@@ -45,7 +45,13 @@ def train(
     was turned off for the Trainer (the Hub could not be reached at start-up)."""
     from ..build import build_datasets, build_model
     from ..metrics import compute_metrics
-    from ..run_folder import CONFUSION_MATRIX, DATA_ARGS, write_evaluation_report, write_training_report
+    from ..run_folder import (
+        CONFUSION_MATRIX,
+        DATA_ARGS,
+        write_evaluation_report,
+        write_predictions,
+        write_training_report,
+    )
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
@@ -81,6 +87,7 @@ def train(
     if args.should_save:
         title = f"{eval_spec} [{data_args.eval_split}]"
         full = write_evaluation_report(output_dir, y_true, y_pred, class_names, title)
+        write_predictions(output_dir, y_true, prediction.predictions, class_names)
         plots = [output_dir / CONFUSION_MATRIX, *write_training_report(output_dir, train_set)]
         log_plots_to_tensorboard(trainer, plots)
     else:
