@@ -154,7 +154,7 @@ def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(monkeypatch
     assert args[2].push_to_hub is False  # so the Trainer does not create the repository now
 
 
-def test_sigterm_marks_the_run_interrupted_and_names_the_last_checkpoint(tmp_path):
+def test_sigterm_marks_the_run_interrupted_and_names_no_incomplete_checkpoint(tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(
         f"""
@@ -175,8 +175,8 @@ def test_sigterm_marks_the_run_interrupted_and_names_the_last_checkpoint(tmp_pat
     assert result.returncode == 130, result.stderr[-3000:]
     status = json.loads((out / "run_status.json").read_text())
     assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
-    assert status["last_checkpoint"] == str(out / "checkpoint-7")
-    assert "checkpoint-7" in result.stderr
+    assert status["last_checkpoint"] is None  # an empty checkpoint folder is no resume point (issue 18)
+    assert "last checkpoint: none yet" in result.stderr
 
 
 class _RevisionHub:
@@ -300,9 +300,14 @@ def test_plots_go_to_tensorboard_as_images(tmp_path):
     ]
 
 
-def test_a_busy_machine_gets_a_warning(caplog):
+def test_a_busy_machine_gets_a_warning_unless_the_threads_are_already_chosen(caplog, monkeypatch):
     from sspa_hf.commands.train import warn_if_oversubscribed
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with caplog.at_level("WARNING"):
+        assert warn_if_oversubscribed(load=3.7, cores=2) is False  # issue 18: it advised what was already done
+    assert caplog.text == ""
+    monkeypatch.delenv("OMP_NUM_THREADS")
     with caplog.at_level("WARNING"):
         assert warn_if_oversubscribed(load=0.5, cores=2) is False
         assert caplog.text == ""
