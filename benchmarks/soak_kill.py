@@ -122,7 +122,7 @@ def compare(a: Path, b: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=30, help="4 steps each; a checkpoint at every step")
+    parser.add_argument("--epochs", type=int, default=500, help="4 steps each; a checkpoint at every step")
     parser.add_argument("--max-delay", type=float, default=12.0, help="kill within this many seconds of a start")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
