@@ -164,6 +164,8 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
     assert main([*flags, "--push_to_hub", "true", "--hub_model_id", "fer-lab/sspa-tiny"]) == 0
     printed = capsys.readouterr().out
     assert "selection precision" in printed and "macro F1" in printed
+    last = printed.strip().splitlines()[-1]  # a fresh session needs trust_remote_code, else it prompts and fails
+    assert f"pipeline('image-classification', model='{out}', trust_remote_code=True)" in last
     assert json.loads((out / "run_status.json").read_text())["status"] == "complete"
     for name in (
         "model.safetensors",
