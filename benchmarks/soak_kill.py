@@ -24,43 +24,11 @@ from safetensors.torch import load_file
 
 from sspa_hf.checkpoints import checkpoint_problem, checkpoints_newest_first, latest_complete_checkpoint
 
-QUICKSTART = str(Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml")
-TINY = [
-    QUICKSTART,
-    "--target_dataset",
-    "synthetic:?role=target&n=40",
-    "--auxiliary_dataset",
-    "synthetic:?role=auxiliary&n=40",
-    "--backbone_depths",
-    *"1111",
-    "--backbone_hidden_sizes",
-    "8",
-    "16",
-    "32",
-    "64",
-    "--backbone_embedding_size",
-    "8",
-    "--image_size",
-    "32",
-    "--per_device_train_batch_size",
-    "20",
-    "--selection_epochs",
-    "4",
-    "--save_strategy",
-    "steps",
-    "--save_steps",
-    "1",
-    "--save_total_limit",
-    "2",
-    "--disable_tqdm",
-    "true",
-    "--logging_steps",
-    "1000",
-]
+RECIPE = str(Path(__file__).resolve().parent / "soak_tiny.yaml")
 
 
 def command(output_dir: Path, epochs: int, resume: bool) -> list[str]:
-    flags = [*TINY, "--num_train_epochs", str(epochs), "--output_dir", str(output_dir)]
+    flags = [RECIPE, "--num_train_epochs", str(epochs), "--output_dir", str(output_dir)]
     return [sys.executable, "-m", "sspa_hf.commands.train", *flags, *(["--resume_from_checkpoint", "true"] * resume)]
 
 

@@ -191,29 +191,34 @@ def test_sigterm_inside_the_shield_waits_for_its_end():
     assert reached
 
 
-def _run_script(body: str, out: Path) -> subprocess.CompletedProcess:
-    script = textwrap.dedent(body).format(flags=[*FLAGS, "--output_dir", str(out)])
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+def _run_patched(out: Path, method: str, before: str) -> subprocess.CompletedProcess:
+    """Run the tiny training in a fresh process whose `Trainer.<method>(output_dir)` first runs `before`."""
+    script = PATCHED.format(method=method, before=textwrap.indent(textwrap.dedent(before), "    "))
+    flags = [*FLAGS, "--output_dir", str(out)]
+    return subprocess.run([sys.executable, "-c", script, *flags], capture_output=True, text=True, timeout=600)
+
+
+PATCHED = """
+import errno, os, signal, sys
+from transformers import Trainer
+import sspa_hf.commands.train as train_command
+
+original = Trainer.{method}
+def patched(self, output_dir):
+{before}
+    original(self, output_dir)
+Trainer.{method} = patched
+sys.exit(train_command.main(sys.argv[1:]))
+"""
 
 
 def test_sigterm_during_a_save_lets_it_finish_then_stops(tmp_path):
     out = tmp_path / "run"
-    result = _run_script(
-        """
-        import os, signal, sys
-        from transformers import Trainer
-        import sspa_hf.commands.train as train_command
-
-        original = Trainer._save_rng_state
-        def save_rng_and_get_killed(self, output_dir):
-            if self.state.global_step == 2:
-                os.kill(os.getpid(), signal.SIGTERM)  # in the middle of checkpoint-2
-            original(self, output_dir)
-        Trainer._save_rng_state = save_rng_and_get_killed
-        sys.exit(train_command.main({flags!r}))
-        """,
-        out,
-    )
+    before = """
+    if self.state.global_step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # in the middle of checkpoint-2
+    """
+    result = _run_patched(out, "_save_rng_state", before)
     assert result.returncode == 130, result.stderr[-3000:]
     assert checkpoint_problem(out / "checkpoint-2") is None
     assert not (out / "checkpoint-3").exists()
@@ -223,23 +228,12 @@ def test_sigterm_during_a_save_lets_it_finish_then_stops(tmp_path):
 
 def test_a_full_disk_during_a_save_is_one_line_and_leaves_no_torn_checkpoint(tmp_path):
     out = tmp_path / "run"
-    result = _run_script(
-        """
-        import errno, sys
-        from transformers import Trainer
-        import sspa_hf.commands.train as train_command
-
-        original = Trainer._save_optimizer_and_scheduler
-        def optimizer_on_a_full_disk(self, output_dir):
-            if self.state.global_step == 3:
-                open(output_dir + "/optimizer.pt", "wb").write(b"PK")
-                raise OSError(errno.ENOSPC, "No space left on device")
-            original(self, output_dir)
-        Trainer._save_optimizer_and_scheduler = optimizer_on_a_full_disk
-        sys.exit(train_command.main({flags!r}))
-        """,
-        out,
-    )
+    before = """
+    if self.state.global_step == 3:
+        open(output_dir + "/optimizer.pt", "wb").write(b"PK")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    """
+    result = _run_patched(out, "_save_optimizer_and_scheduler", before)
     assert result.returncode == 2, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
     assert "no space left on device" in line and "MB free" in line and str(out / "checkpoint-3") in line
