@@ -347,7 +347,7 @@ def test_a_value_refused_after_parsing_is_blamed_on_where_it_came_from(tmp_path,
 @pytest.mark.parametrize(
     "flags,needle",
     [
-        (["--learning_rate", "-0.1"], "flag --learning_rate: learning_rate must be > 0"),
+        (["--learning_rate", "-0.1"], "flag --learning_rate: learning_rate must be >= 0"),
         (["--image_size", "0"], "flag --image_size: image_size must be >= 32"),
         (["--per_device_train_batch_size", "0"], "flag --per_device_train_batch_size: per_device_train_batch_size"),
         (["--num_experts", "0"], "flag --num_experts: num_experts must be >= 1"),
