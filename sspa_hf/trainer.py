@@ -362,8 +362,7 @@ class SSPATrainer(Trainer):
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
             self.accelerator.wait_for_everyone()
-            self._staging, limit = str(staging), self.args.save_total_limit
-            self.args.save_total_limit = None  # rotation waits for the rename (below)
+            self._staging = str(staging)  # the Trainer's own rotation then sees this checkpoint only: a no-op
             try:
                 super()._save_checkpoint(model, trial)
             except Exception as exc:
@@ -377,7 +376,7 @@ class SSPATrainer(Trainer):
                     ) from exc
                 raise
             finally:
-                self._staging, self.args.save_total_limit = None, limit
+                self._staging = None
             self.accelerator.wait_for_everyone()  # every rank's rng_state is written
             if self.args.should_save:
                 best = self.state.best_model_checkpoint
@@ -388,7 +387,7 @@ class SSPATrainer(Trainer):
                 shutil.rmtree(staging, ignore_errors=True)
                 rotate_checkpoints(
                     output_dir=str(run_dir),
-                    save_total_limit=limit,
+                    save_total_limit=self.args.save_total_limit,
                     best_model_checkpoint=self.state.best_model_checkpoint,
                     use_mtime=True,
                 )
