@@ -405,3 +405,11 @@ def test_a_bare_sspa_train_asks_for_a_recipe(capsys):
     assert main([]) == 2
     line = _one_line_error(capsys)
     assert "give a recipe: sspa-train recipes/quickstart.yaml" in line and "selection_epochs" not in line
+
+
+def test_a_run_that_fails_before_any_result_leaves_no_half_made_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--target_dataset", f"imagefolder:{tmp_path / 'nowhere'}"]
+    assert main(flags) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not out.exists()  # was: a folder holding only run_status.json "failed"
