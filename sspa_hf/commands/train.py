@@ -289,8 +289,8 @@ def _main(argv: list[str]) -> int:
     output_dir = Path(training_args.output_dir)
     made_folder = not output_dir.exists()
     lock = RunLock(output_dir).acquire() if training_args.should_save else None
-    if training_args.overwrite_output_dir and training_args.should_save:
-        start_over(output_dir)
+    if training_args.overwrite_output_dir and training_args.should_save and not training_args.resume_from_checkpoint:
+        start_over(output_dir)  # with a resume, the checkpoints are what it continues from
     status = RunStatus(output_dir, enabled=training_args.should_save)
     status.resumed_from = training_args.resume_from_checkpoint or None
     previous = signal.signal(signal.SIGTERM, terminate) if _in_main_thread() else None
