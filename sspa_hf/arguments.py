@@ -11,6 +11,8 @@ from .pairing import ALLOCATIONS
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 SELECTION_MODES = ("paper", "transition", "cleanlab")
+BACKBONES = ("resnet", "arm")
+MIN_IMAGE_SIZE = 32
 
 
 @dataclass
@@ -54,6 +56,16 @@ class ModelArguments:
         default_factory=lambda: list(IMAGENET_STD), metadata={"help": "Normalisation std (RGB)."}
     )
 
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1 (1 = a plain linear classifier), got {self.num_experts}")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be >= {MIN_IMAGE_SIZE} (the ResNet halves the side 5 times), got {self.image_size}"
+            )
+
 
 @dataclass
 class DataArguments:
@@ -83,6 +95,10 @@ class DataArguments:
             "bad_images.tsv) instead of stopping."
         },
     )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.auxiliary_fraction <= 1.0:
+            raise ValueError(f"auxiliary_fraction must be in (0, 1], got {self.auxiliary_fraction}")
 
 
 @dataclass
@@ -134,12 +150,24 @@ class SSPATrainingArguments(TrainingArguments):
         },
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that holds a complete or unfinished run anyway, replacing it (its "
+            "checkpoints are deleted). Without it such a folder is refused and left as it is."
+        },
+    )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={"help": "Kept False: every parameter of an SSPA model takes part in every forward pass."},
     )
 
     def __post_init__(self) -> None:
+        if not self.learning_rate >= 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         super().__post_init__()
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")

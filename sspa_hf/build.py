@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
 
@@ -15,6 +16,7 @@ from .configuration_sspa import SSPAConfig
 from .data import build_joint, load_source
 from .errors import UserInputError
 from .image_check import without_bad_images
+from .labels import EXPRESSIONS
 from .modeling_sspa import SSPAForImageClassification
 from .processing import make_image_processor
 from .weights import load_backbone_weights, load_hub_backbone
@@ -74,17 +76,32 @@ def build_model(args: ModelArguments, standard_transition: bool = False):
     return model, make_image_processor(args.image_size, args.image_mean, args.image_std)
 
 
+def check_labels(splits: DatasetDict, flag: str, spec: str) -> None:
+    """Every label must be one of the classes (a ClassLabel may hold -1 for "no label", or a value past its names):
+    one line naming the flag, before training rather than an index error mid-run."""
+    for name, split in splits.items():
+        labels = np.asarray(split["label"])
+        bad = np.flatnonzero((labels < 0) | (labels >= len(EXPRESSIONS)))
+        if len(bad):
+            raise UserInputError(
+                f"--{flag} {spec}: split {name} row {int(bad[0])} has label {int(labels[bad[0]])} ({len(bad)} such "
+                f"row(s)); labels must be 0..{len(EXPRESSIONS) - 1} ({', '.join(EXPRESSIONS)})"
+            )
+
+
 def build_train_set(
     args: DataArguments, seed: int, target: DatasetDict | None = None, report_dir: Path | None = None
 ) -> Dataset:
     """The joint training set: target train + a seeded fraction of auxiliary train, its images checked (also
     rebuilt by sspa-export-selection from a run's data_args.json). Bad images: see `without_bad_images`."""
     target = load_source(args.target_dataset) if target is None else target
+    check_labels(target, "target_dataset", args.target_dataset)
     if "train" not in target:
         raise UserInputError(f"target data set {args.target_dataset!r} has no train split (it has {list(target)})")
     auxiliary = None
     if args.auxiliary_dataset:
         aux_source = load_source(args.auxiliary_dataset)
+        check_labels(aux_source, "auxiliary_dataset", args.auxiliary_dataset)
         if "train" not in aux_source:
             raise UserInputError(
                 f"auxiliary data set {args.auxiliary_dataset!r} has no train split ({list(aux_source)})"
@@ -101,6 +118,8 @@ def build_datasets(args: DataArguments, seed: int, report_dir: Path | None = Non
     target = load_source(args.target_dataset)
     train = build_train_set(args, seed, target=target, report_dir=report_dir)
     evaluation = load_source(args.eval_dataset) if args.eval_dataset else target
+    if args.eval_dataset:
+        check_labels(evaluation, "eval_dataset", args.eval_dataset)
     if args.eval_split not in evaluation:
         raise UserInputError(
             f"evaluation data set {args.eval_dataset or args.target_dataset!r} has no split {args.eval_split!r} "

@@ -2,16 +2,19 @@
 
 Each image is opened and decoded at reduced size (JPEG's DCT scaling: a truncated or corrupt file fails, at a
 fraction of a full decode), in parallel with a progress bar. The verdict is cached under the dataset's
-fingerprint (`$SSPA_HF_CACHE/image_checks/`), so a data set is checked only once.
+fingerprint and the size and modification time of every image file (`$SSPA_HF_CACHE/image_checks/`), so a data
+set is checked once, and again whenever one of its files changes (fixed in place, or corrupted later).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,40 +25,70 @@ from .errors import UserInputError
 logger = logging.getLogger(__name__)
 
 BAD_IMAGES_REPORT = "bad_images.tsv"
-CHECK_VERSION = 1  # bump when what counts as a bad image changes: old verdicts are then ignored
+CHECK_VERSION = 2  # bump when what counts as a bad image changes: old verdicts are then ignored
+_MAGIC = {b"\xff\xd8\xff\xe0": "JPEG", b"\xff\xd8\xff\xe1": "JPEG", b"\x89PNG": "PNG"}
+_ADDRESS = re.compile(r"\s*<[^>]* at 0x[0-9a-fA-F]+>")
 
 
 def check_one(value: dict[str, Any] | None, name: str) -> str | None:
-    """Why this `Image(decode=False)` value cannot be used (None if it can)."""
-    from PIL import Image
+    """Why this `Image(decode=False)` value cannot be used, in words (None if it can)."""
+    from PIL import Image, UnidentifiedImageError
 
+    kind = "image"
     try:
         data = read_bytes(value, name)
+        if not data:
+            return "empty file"
         with Image.open(io.BytesIO(data)) as image:
+            kind = image.format or kind
             image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; other formats decode fully
             image.load()
     except BadImageError as err:
         return err.reason
+    except UnidentifiedImageError:
+        return "not an image file PIL can read (unknown or corrupt format)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return str(err) or type(err).__name__
+        message = _ADDRESS.sub("", str(err)).strip() or type(err).__name__
+        kind = kind if kind != "image" else _MAGIC.get(data[:4], "image")
+        if "truncated" in message.lower() or "broken data stream" in message:
+            return f"truncated {kind}"
+        return f"corrupt {kind}: {message}"
     return None
 
 
-def _verdict_path(data: Any) -> Path:
+def files_key(plain: Any) -> str:
+    """A digest of (path, size, mtime) of every image stored as a path: changes whenever a file does (cheap: stat
+    only). Images held as bytes inside the data set are covered by its fingerprint."""
+    column = plain.data.column("image").combine_chunks()
+    paths = column.field("path").to_pylist()
+    inline = column.field("bytes").is_valid().to_pylist()
+    digest = hashlib.sha256()
+    for path, held in zip(paths, inline, strict=True):
+        if path and not held:
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _verdict_path(data: Any, key: str) -> Path:
     from .data.cache import cache_root
 
-    return cache_root() / "image_checks" / f"{data._fingerprint}-v{CHECK_VERSION}.json"
+    return cache_root() / "image_checks" / f"{data._fingerprint}-{key}-v{CHECK_VERSION}.json"
 
 
 def find_bad_images(data: Any, what: str) -> list[tuple[int, str, str]]:
-    """(row, name, reason) for each image of `data` that does not decode; cached by the dataset fingerprint."""
+    """(row, name, reason) for each image of `data` that does not decode; cached by the dataset fingerprint and
+    the size and mtime of its image files."""
     from datasets import Image
     from tqdm.auto import tqdm
 
-    cached = _verdict_path(data)
+    plain = data.cast_column("image", Image(decode=False)) if "image" in data.column_names else data
+    cached = _verdict_path(data, files_key(plain) if "image" in plain.column_names else "none")
     if cached.is_file():
         return [tuple(row) for row in json.loads(cached.read_text())]
-    plain = data.cast_column("image", Image(decode=False)) if "image" in data.column_names else data
     ids = plain["id"] if "id" in plain.column_names else [""] * len(plain)
     images = plain["image"]
     names = [image_name(value, f"id {ids[i]}" if ids[i] else f"row {i}") for i, value in enumerate(images)]

@@ -163,6 +163,7 @@ def model_card(
         n_auxiliary=counts[False],
         hyperparameters=_hyperparameters(args),
         selection_mode=getattr(args, "selection_mode", "paper"),
+        generated_only=bool(train_datasets) and all(spec.startswith("synthetic:") for spec in train_datasets),
         metrics=metrics,
         eval_dataset=eval_dataset or "not recorded",
         eval_split=eval_split,

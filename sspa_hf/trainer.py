@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import rotate_checkpoints
 
 from .arguments import SSPATrainingArguments
+from .checkpoints import (
+    STAGING,
+    checkpoint_problem,
+    disk_full,
+    latest_complete_checkpoint,
+    publish,
+    resolve_resume,
+    signals_deferred,
+)
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
 from .modelcard import model_card
@@ -91,6 +100,7 @@ class SSPATrainer(Trainer):
             padding=self.args.crop_padding,
             seed=self.args.seed,
         )
+        self._staging: str | None = None  # set while a checkpoint is being written (see _save_checkpoint)
         self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
         self._sync_batch_statistics()
         self.add_callback(_SSPACallback(self))
@@ -278,15 +288,16 @@ class SSPATrainer(Trainer):
                 _say(stage_switch_line(self.selector, self.model.config.id2label, self.args.use_pairing))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """`Trainer.train`, restoring the selection state from the checkpoint it resumes from."""
+        """`Trainer.train`, from the newest complete checkpoint (`True`), restoring its selection state."""
+        need_optimizer = not self.args.save_only_model
         if resume_from_checkpoint is True or (
             isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true"
         ):
-            output_dir = self.args.output_dir
-            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-            if resume_from_checkpoint is None:
-                raise UserInputError(f"No checkpoint to resume from in output_dir {self.args.output_dir}")
+            resume_from_checkpoint = str(resolve_resume(self.args.output_dir, need_optimizer))
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint:
+            problem = checkpoint_problem(resume_from_checkpoint, need_optimizer)
+            if problem:
+                raise UserInputError(f"resume_from_checkpoint {resume_from_checkpoint}: {problem}")
             self.selector.load(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
         if self.args.selection_mode == "transition":
@@ -336,6 +347,51 @@ class SSPATrainer(Trainer):
 
             custom_object_save(self.model, self.args.output_dir, config=self.model.config)
         super()._push_from_checkpoint(checkpoint_folder)
+
+    def _get_output_dir(self, trial) -> str:
+        """During a checkpoint save, the staging folder: the Trainer writes `checkpoint-N` there."""
+        return getattr(self, "_staging", None) or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """`Trainer._save_checkpoint` into `.saving/`, then fsync and rename into place, then rotate: a
+        `checkpoint-N` folder is complete or absent. A SIGTERM meanwhile waits; a full disk is one line."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"checkpoint-{self.state.global_step}"
+        staging = run_dir / STAGING
+        with signals_deferred():
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = str(staging)  # the Trainer's own rotation then sees this checkpoint only: a no-op
+            try:
+                super()._save_checkpoint(model, trial)
+            except Exception as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                full = disk_full(exc, run_dir)
+                if full:
+                    last = latest_complete_checkpoint(run_dir)[0]
+                    raise UserInputError(
+                        f"saving {run_dir / name} failed: {full}; the last complete checkpoint is "
+                        f"{last or 'none'}: free some space and resume with --resume_from_checkpoint true"
+                    ) from exc
+                raise
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()  # every rank's rng_state is written
+            if self.args.should_save:
+                best = self.state.best_model_checkpoint
+                if best and Path(best).parent == staging:
+                    self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+                    self.state.save_to_json(str(staging / name / "trainer_state.json"))
+                publish(staging / name, run_dir / name)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(
+                    output_dir=str(run_dir),
+                    save_total_limit=self.args.save_total_limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,
+                    use_mtime=True,
+                )
+            self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer.save_model`; a checkpoint also gets the selection state (before any push or rotation)."""

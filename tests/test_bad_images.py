@@ -83,3 +83,35 @@ def test_the_verdict_is_cached_by_fingerprint(folder, monkeypatch):
 
     monkeypatch.setattr(image_check, "check_one", must_not_run)
     assert image_check.find_bad_images(load_source(f"imagefolder:{folder}")["train"], "training") == first
+
+
+def test_an_image_fixed_in_place_is_accepted_at_once(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = [*FLAGS, "--target_dataset", f"imagefolder:{folder}", "--output_dir", str(out), "--save_strategy", "no"]
+    assert main(flags) == 2
+    assert "truncated JPEG" in capsys.readouterr().err  # the reason in words, no object address
+    (folder / "train" / "fear" / "broken.jpg").write_bytes(_jpeg(7))  # the user fixes it
+    assert main(flags) == 0
+
+
+def test_an_image_corrupted_after_a_clean_check_is_caught_by_the_check(folder):
+    import sspa_hf.image_check as image_check
+    from sspa_hf.data import load_source
+
+    (folder / "train" / "fear" / "broken.jpg").write_bytes(_jpeg(7))
+    assert image_check.find_bad_images(load_source(f"imagefolder:{folder}")["train"], "training") == []
+    (folder / "train" / "happiness" / "0.jpg").write_bytes(b"")  # corrupted later
+    bad = image_check.find_bad_images(load_source(f"imagefolder:{folder}")["train"], "training")
+    assert [(name.rsplit("/", 2)[-2:], reason) for _, name, reason in bad] == [(["happiness", "0.jpg"], "empty file")]
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [(b"", "empty file"), (b"not an image at all", "not an image file PIL can read"), ("half", "truncated JPEG")],
+)
+def test_reasons_are_words_never_object_addresses(content, reason):
+    from sspa_hf.image_check import check_one
+
+    data = _jpeg(3)[:300] if content == "half" else content
+    said = check_one({"bytes": data, "path": None}, "x.jpg")
+    assert said.startswith(reason) and "0x" not in said

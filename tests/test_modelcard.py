@@ -136,3 +136,12 @@ def test_dataset_ids_never_leak_local_paths():
     assert dataset_id("hf:someone/faces?label_column=emotion") == "someone/faces"
     assert dataset_id("ferplus:/home/me/data/fer") == "ferplus"
     assert dataset_id("/home/me/prepared/rafdb/") == "rafdb"
+
+
+def test_a_run_on_the_built_in_generated_faces_says_so_plainly(tmp_path):
+    run, config, args, _ = _run(tmp_path)
+    synthetic = ["synthetic:?role=target&n=1200", "synthetic:?role=auxiliary&n=1200"]
+    text = ModelCard(str(model_card(run, config, args, train_datasets=synthetic))).text
+    assert "This model has seen only generated faces" in text
+    real = ModelCard(str(model_card(run, config, args, train_datasets=["rafdb:data/RAF-DB", synthetic[1]]))).text
+    assert "only generated faces" not in real

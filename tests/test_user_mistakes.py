@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from test_train_command import TINY_FLAGS as TINY
 
@@ -154,7 +155,7 @@ def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(monkeypatch
     assert args[2].push_to_hub is False  # so the Trainer does not create the repository now
 
 
-def test_sigterm_marks_the_run_interrupted_and_names_the_last_checkpoint(tmp_path):
+def test_sigterm_marks_the_run_interrupted_and_names_no_incomplete_checkpoint(tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(
         f"""
@@ -175,8 +176,8 @@ def test_sigterm_marks_the_run_interrupted_and_names_the_last_checkpoint(tmp_pat
     assert result.returncode == 130, result.stderr[-3000:]
     status = json.loads((out / "run_status.json").read_text())
     assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
-    assert status["last_checkpoint"] == str(out / "checkpoint-7")
-    assert "checkpoint-7" in result.stderr
+    assert status["last_checkpoint"] is None  # an empty checkpoint folder is no resume point (issue 18)
+    assert "last checkpoint: none yet" in result.stderr
 
 
 class _RevisionHub:
@@ -300,9 +301,14 @@ def test_plots_go_to_tensorboard_as_images(tmp_path):
     ]
 
 
-def test_a_busy_machine_gets_a_warning(caplog):
+def test_a_busy_machine_gets_a_warning_unless_the_threads_are_already_chosen(caplog, monkeypatch):
     from sspa_hf.commands.train import warn_if_oversubscribed
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with caplog.at_level("WARNING"):
+        assert warn_if_oversubscribed(load=3.7, cores=2) is False  # issue 18: it advised what was already done
+    assert caplog.text == ""
+    monkeypatch.delenv("OMP_NUM_THREADS")
     with caplog.at_level("WARNING"):
         assert warn_if_oversubscribed(load=0.5, cores=2) is False
         assert caplog.text == ""
@@ -336,3 +342,74 @@ def test_a_value_refused_after_parsing_is_blamed_on_where_it_came_from(tmp_path,
     assert main([QUICKSTART, "--allocation", "simplex", "--output_dir", str(tmp_path / "out")]) == 2
     message = _one_line_error(capsys)
     assert "flag --allocation:" in message and "recipe" not in message.split(":")[1]
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--learning_rate", "-0.1"], "flag --learning_rate: learning_rate must be >= 0"),
+        (["--image_size", "0"], "flag --image_size: image_size must be >= 32"),
+        (["--per_device_train_batch_size", "0"], "flag --per_device_train_batch_size: per_device_train_batch_size"),
+        (["--num_experts", "0"], "flag --num_experts: num_experts must be >= 1"),
+        (["--auxiliary_fraction", "1.5"], "flag --auxiliary_fraction: auxiliary_fraction must be in (0, 1]"),
+        (["--backbone", "vit"], "flag --backbone: backbone must be one of resnet, arm"),
+        (["--resume_from_checkpoint", "true"], "No checkpoint to resume from"),
+        (["--backbone_weights", "weights/resnet18_msceleb.pth"], "MS-Celeb-1M"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_flag_before_any_data_is_built(tmp_path, capsys, monkeypatch, flags, needle):
+    import sspa_hf.build
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data sets were built before the value was refused")
+
+    monkeypatch.setattr(sspa_hf.build, "build_datasets", no_data)
+    monkeypatch.chdir(tmp_path)
+    assert main([QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out"), *flags]) == 2
+    assert needle in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()  # no folder, no run_status.json
+
+
+def _hf_folder(path: Path, labels: list[int]) -> Path:
+    """A save_to_disk data set whose ClassLabel column holds `labels` (casting does not check the range)."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    from sspa_hf import EXPRESSIONS
+
+    images = [Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)) for i in range(len(labels))]
+    split = Dataset.from_dict({"image": images, "label": labels}).cast_column("image", ImageFeature())
+    split = split.cast_column("label", ClassLabel(names=list(EXPRESSIONS)))
+    DatasetDict({"train": split, "test": split}).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("bad", [-1, 7])
+def test_a_label_outside_the_classes_is_one_line_before_training(tmp_path, capsys, monkeypatch, bad):
+    import sspa_hf.trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(sspa_hf.trainer.SSPATrainer, "train", no_training)
+    data = _hf_folder(tmp_path / "faces", [0, 1, 2, 3, 4, 5, bad, 6])
+    capsys.readouterr()  # the progress bars of saving it
+    flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out"), "--target_dataset", f"hf:{data}"]
+    assert main(flags) == 2
+    line = _one_line_error(capsys)
+    assert f"--target_dataset hf:{data}: split train row 6 has label {bad}" in line and "0..6" in line
+
+
+def test_a_bare_sspa_train_asks_for_a_recipe(capsys):
+    assert main([]) == 2
+    line = _one_line_error(capsys)
+    assert "give a recipe: sspa-train recipes/quickstart.yaml" in line and "selection_epochs" not in line
+
+
+def test_a_run_that_fails_before_any_result_leaves_no_half_made_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--target_dataset", f"imagefolder:{tmp_path / 'nowhere'}"]
+    assert main(flags) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not out.exists()  # was: a folder holding only run_status.json "failed"

@@ -7,14 +7,12 @@ accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m ssp
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,10 @@ from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
+from ..checkpoints import checkpoint_problem, resolve_resume, terminate
 from ..errors import UserInputError
 from ..metrics import classification_metrics, format_summary
+from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from . import run_command
 from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
 
@@ -52,14 +52,17 @@ def train(
         write_predictions,
         write_training_report,
     )
+    from ..run_guard import check_free_space
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
     model, processor = build_model(model_args, standard_transition=args.selection_mode == "transition")
+    if args.should_save and args.save_strategy != "no":
+        check_free_space(Path(args.output_dir), model)
     train_set, eval_set = build_datasets(data_args, seed=args.seed, report_dir=Path(args.output_dir))
     if args.should_save:  # what `sspa-export-selection` needs to rebuild the training set
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        record = {**dataclasses.asdict(data_args), "seed": args.seed, "num_samples": len(train_set)}
+        record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}
         (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
     if args.selection_mode == "cleanlab":
         from ..crossfit import clean_with_cleanlab
@@ -158,6 +161,17 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
     if output_dir.exists() and not output_dir.is_dir():
         raise UserInputError(f"output_dir {output_dir} is an existing file, not a folder")
     check_stages(args)
+    if model_args.backbone_weights and not Path(model_args.backbone_weights).is_file():
+        raise UserInputError(
+            f"backbone_weights {model_args.backbone_weights}: no such file. The paper recipes start from a ResNet-18 "
+            "pretrained on MS-Celeb-1M (resnet18_msceleb.pth, from FER code bases; recipes/README.md, 'Weights'): "
+            "put it there, or pass --backbone_weights PATH"
+        )
+    if args.should_save:
+        check_output_dir(
+            output_dir, bool(args.resume_from_checkpoint), args.overwrite_output_dir, data_record(data_args, args.seed)
+        )
+    check_resume(args)
     if model_args.model_name_or_path:
         check_model_reference(model_args.model_name_or_path, "model_name_or_path")
     elif model_args.backbone_checkpoint:
@@ -177,11 +191,25 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
     return True
 
 
+def check_resume(args: SSPATrainingArguments) -> None:
+    """`--resume_from_checkpoint true` becomes the newest complete checkpoint (said in one line), a given one must
+    be complete: before any work, so that a run with nothing to resume leaves nothing behind."""
+    resume, need_optimizer = args.resume_from_checkpoint, not args.save_only_model
+    if not resume:
+        return
+    if resume.lower() == "true":
+        args.resume_from_checkpoint = str(resolve_resume(args.output_dir, need_optimizer))
+    elif problem := checkpoint_problem(resume, need_optimizer):
+        raise UserInputError(f"resume_from_checkpoint {resume}: {problem}")
+
+
 def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) -> bool:
     """Warn when the machine is already busy: two CPU trainings that each use every core run many times slower
     than one (torch starts one thread per core). Returns whether it warned."""
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS"):  # the user has already chosen the threads
+        return False
     cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
     if load is None or load < cores:
@@ -239,7 +267,8 @@ def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict
     for name in ("precision", "recall"):
         if f"selection/{name}" in quality:
             print(f"{'selection ' + name:<20}{100 * quality[f'selection/{name}']:6.2f} %")
-    print(f"{'model folder':<20}{output_dir} (pipeline('image-classification', model='{output_dir}'))")
+    use = f"pipeline('image-classification', model='{output_dir}', trust_remote_code=True)"
+    print(f"{'model folder':<20}{output_dir} ({use})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +280,11 @@ def _main(argv: list[str]) -> int:
     if {"-h", "--help", "--help-all"} & set(argv):
         print(TrainArgumentParser().format_grouped_help(full="--help-all" in argv))
         return 0
+    if not argv:
+        raise UserInputError(
+            "give a recipe: sspa-train recipes/quickstart.yaml (built-in faces, a few minutes on a CPU) or one of "
+            "recipes/paper/; flags after it override it (sspa-train --help)"
+        )
     model_args, data_args, training_args = parse_arguments(argv)
     push_at_end = check_arguments(model_args, data_args, training_args)
     if training_args.should_log:
@@ -259,20 +293,32 @@ def _main(argv: list[str]) -> int:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
         if training_args.use_cpu or not _has_accelerator():
             warn_if_oversubscribed()
-    status = RunStatus(Path(training_args.output_dir), enabled=training_args.should_save)
-    status.write("running")
-    previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
+    output_dir = Path(training_args.output_dir)
+    made_folder = not output_dir.exists()
+    lock = RunLock(output_dir).acquire() if training_args.should_save else None
+    if training_args.overwrite_output_dir and training_args.should_save and not training_args.resume_from_checkpoint:
+        start_over(output_dir)  # with a resume, the checkpoints are what it continues from
+    status = RunStatus(output_dir, enabled=training_args.should_save)
+    status.resumed_from = training_args.resume_from_checkpoint or None
+    previous = signal.signal(signal.SIGTERM, terminate) if _in_main_thread() else None
     try:
+        status.write("running")
         train(model_args, data_args, training_args, status=status, push_at_end=push_at_end)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             status.write("interrupted", str(exc) or "KeyboardInterrupt", last_checkpoint=True)
         else:
             status.write("failed", f"{type(exc).__name__}: {exc}")
+        if lock is not None:
+            lock.release()
+        if made_folder and training_args.should_save:
+            remove_if_only_bookkeeping(output_dir)  # a failed attempt leaves no half-made run folder
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if lock is not None:
+            lock.release()
     return 0
 
 
@@ -282,37 +328,8 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM (schedulers, `docker stop`) ends the run like Ctrl-C: status "interrupted", last checkpoint named."""
-    raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
-
-
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-class RunStatus:
-    """`run_status.json` in the output folder: running, complete, failed or interrupted, so that a partial output
-    is never mistaken for a finished one (its checkpoints still resume with --resume_from_checkpoint true)."""
-
-    def __init__(self, output_dir: Path, enabled: bool) -> None:
-        self.path, self.enabled = output_dir / "run_status.json", enabled
-
-    def write(self, state: str, error: str | None = None, last_checkpoint: bool = False) -> None:
-        """Record `state`; with `last_checkpoint`, also the checkpoint a resumed run would start from."""
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"status": state, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
-        if error:
-            record["error"] = error.strip().splitlines()[0] if error.strip() else error
-        if last_checkpoint:
-            from transformers.trainer_utils import get_last_checkpoint
-
-            record["last_checkpoint"] = get_last_checkpoint(str(self.path.parent))
-            where = record["last_checkpoint"] or "none yet"
-            print(f"sspa-train: run {state}; last checkpoint: {where} (--resume_from_checkpoint true)", file=sys.stderr)
-        self.path.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,246 @@
+"""The training output folder's guard: one writer at a time (a lock file), no finished run overwritten, and
+`run_status.json` (state, PID, host, heartbeat), so a run killed with -9 can be told from one still running.
+
+Everything here that can refuse runs before anything is written into the folder: a refused command leaves it
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import STAGING, checkpoints_newest_first, latest_complete_checkpoint
+from .errors import UserInputError
+from .run_folder import DATA_ARGS
+
+LOCK = ".sspa-train.lock"
+RUN_STATUS = "run_status.json"
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 10 * HEARTBEAT_S  # a lock from another host whose heartbeat is older than this is stale
+# What a resume must train on again: the run's selection state is per sample of this data.
+RESUME_KEYS = ("target_dataset", "auxiliary_dataset", "auxiliary_fraction", "auxiliary_stratified", "seed")
+# Files a failed attempt may leave that are only bookkeeping: a folder holding nothing else is removed.
+BOOKKEEPING = {RUN_STATUS, LOCK, DATA_ARGS, STAGING}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically (temporary file + rename): a kill mid-write never leaves a torn file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(record, indent=1))
+    os.replace(partial, path)
+
+
+def lock_holder(output_dir: Path) -> dict[str, Any] | None:
+    """The live run holding `output_dir`'s lock (its PID, host, start), or None when unlocked or stale.
+
+    Stale: the PID is gone on this host, or (another host, which cannot be asked) no heartbeat for 5 minutes."""
+    record = _read_json(output_dir / LOCK)
+    if record is None:
+        return None
+    if record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(record.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return record  # alive, another user's
+        return record if int(record.get("pid", 0)) > 0 else None
+    status = _read_json(output_dir / RUN_STATUS) or {}
+    beat = status.get("heartbeat_unix", 0)
+    return record if time.time() - float(beat) < STALE_AFTER_S else None
+
+
+def check_output_dir(output_dir: Path, resume: bool, overwrite: bool, data_record: dict[str, Any]) -> None:
+    """Refuse, before writing anything, a folder in use, a complete run, an unfinished run not resumed, a resume
+    on other data, and a folder that cannot be written."""
+    holder = lock_holder(output_dir) if output_dir.is_dir() else None
+    if holder is not None:
+        raise UserInputError(
+            f"output_dir {output_dir} is in use by a training run (PID {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('started')}); wait for it to end or choose another --output_dir"
+        )
+    status = _read_json(output_dir / RUN_STATUS) or {}
+    complete = status.get("status") == "complete" or (
+        not status and (output_dir / "config.json").is_file() and (output_dir / "model.safetensors").is_file()
+    )
+    if complete and not overwrite:
+        what = "nothing to resume" if resume else "training again would replace it"
+        raise UserInputError(
+            f"output_dir {output_dir} holds a complete run (finished {status.get('time', 'earlier')}): {what}; "
+            "choose another --output_dir, or pass --overwrite_output_dir true to replace it"
+        )
+    if not complete and not resume and not overwrite and checkpoints_newest_first(output_dir):
+        last = latest_complete_checkpoint(output_dir)[0]
+        raise UserInputError(
+            f"output_dir {output_dir} holds an unfinished run ({status.get('status', 'no run_status.json')}, last "
+            f"complete checkpoint: {last.name if last else 'none'}): resume it with --resume_from_checkpoint true, "
+            "or pass --overwrite_output_dir true to start over"
+        )
+    if resume and not overwrite:
+        _check_same_data(output_dir, data_record)
+    check_writable(output_dir)
+
+
+def _check_same_data(output_dir: Path, data_record: dict[str, Any]) -> None:
+    """A resume must train on the data the run trained on (data_args.json), else its checkpoints do not fit."""
+    before = _read_json(output_dir / DATA_ARGS)
+    if before is None:
+        return
+    for key in RESUME_KEYS:
+        if key in before and before[key] != data_record.get(key):
+            raise UserInputError(
+                f"--{key} {data_record.get(key)!r} differs from {before[key]!r}, which the run in {output_dir} trained "
+                f"on ({DATA_ARGS}): resume with the same data, or choose another --output_dir"
+            )
+
+
+def check_writable(output_dir: Path, minimum_free: int = 1 << 20) -> None:
+    """The folder (or the nearest existing parent it will be made in) must be writable and have some space."""
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"output_dir {output_dir}: {existing} is not writable (read-only or not yours)")
+    free = shutil.disk_usage(existing).free
+    if free < minimum_free:
+        raise UserInputError(f"output_dir {output_dir}: no space left on device ({free / 2**20:.1f} MB free)")
+
+
+def check_free_space(output_dir: Path, model: Any) -> None:
+    """Before training: room for at least one checkpoint (weights + optimizer state, about 3x the parameters)."""
+    needed = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    existing = output_dir if output_dir.exists() else output_dir.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserInputError(
+            f"output_dir {output_dir}: {free / 2**20:.1f} MB free, a checkpoint of this model needs about "
+            f"{needed / 2**20:.1f} MB: free some space or choose another --output_dir"
+        )
+
+
+class RunLock:
+    """`output_dir/.sspa-train.lock` (PID, host, start), created atomically; a stale one is taken over."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = output_dir / LOCK
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = lock_holder(self.path.parent)
+                if holder is not None:
+                    raise UserInputError(
+                        f"output_dir {self.path.parent} is in use by a training run (PID {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('started')}); choose another --output_dir"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+            self.held = True
+            return self
+        raise UserInputError(f"output_dir {self.path.parent}: could not take {LOCK}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def start_over(output_dir: Path) -> None:
+    """`--overwrite_output_dir true`: remove the old run's checkpoints and status (a later resume must not pick
+    them up); the new run overwrites the rest."""
+    for folder in [*checkpoints_newest_first(output_dir), output_dir / STAGING]:
+        shutil.rmtree(folder, ignore_errors=True)
+    (output_dir / RUN_STATUS).unlink(missing_ok=True)
+
+
+def remove_if_only_bookkeeping(output_dir: Path) -> bool:
+    """After a failure before any result: remove the folder this command made if it holds only bookkeeping."""
+    if not output_dir.is_dir() or any(p.name not in BOOKKEEPING for p in output_dir.iterdir()):
+        return False
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return True
+
+
+class RunStatus:
+    """`run_status.json` in the output folder: running, complete, failed or interrupted, with the PID, host and a
+    heartbeat (every 30 s while running), so that a partial output is never mistaken for a finished one."""
+
+    def __init__(self, output_dir: Path, enabled: bool) -> None:
+        self.path, self.enabled = output_dir / RUN_STATUS, enabled
+        self.record: dict[str, Any] = {}
+        self.resumed_from: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def write(self, state: str, error: str | None = None, last_checkpoint: bool = False) -> None:
+        """Record `state`; with `last_checkpoint`, also the checkpoint a resumed run would start from."""
+        if not self.enabled:
+            return
+        if state != "running":
+            self._stop.set()
+        record = {"status": state, "time": _now(), "argv": sys.argv, "pid": os.getpid(), "host": socket.gethostname()}
+        record.update(heartbeat=record["time"], heartbeat_unix=time.time())
+        if self.resumed_from:
+            record["resumed_from"] = self.resumed_from
+        if error:
+            record["error"] = error.strip().splitlines()[0] if error.strip() else error
+        if last_checkpoint:
+            last = latest_complete_checkpoint(self.path.parent)[0]
+            record["last_checkpoint"] = str(last) if last else None
+            print(
+                f"sspa-train: run {state}; last checkpoint: {last or 'none yet'} (--resume_from_checkpoint true)",
+                file=sys.stderr,
+            )
+        with self._lock:
+            self.record = record
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(self.path, record)
+        if state == "running" and self._beat is None:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="run_status heartbeat")
+            self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                if self._stop.is_set() or self.record.get("status") != "running":
+                    return
+                self.record.update(heartbeat=_now(), heartbeat_unix=time.time())
+                with contextlib.suppress(OSError):  # a full disk must not kill the run from this thread
+                    _write_json(self.path, self.record)
+
+
+def data_record(data_args: Any, seed: int) -> dict[str, Any]:
+    """What data_args.json records (without the sample count, known only once the data is built)."""
+    return {**asdict(data_args), "seed": seed}
