@@ -26,6 +26,7 @@ from .modeling_sspa import expert_cross_entropy, transition_nll
 from .pairing import allocate_across, pair_and_mix
 from .run_folder import MODEL_CARD, write_selection
 from .selection import SampleSelector
+from .sync_batchnorm import synchronise_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -238,16 +239,10 @@ class SSPATrainer(Trainer):
         return allocate_across(counts[:, :classes], counts[:, classes])[self.args.process_index]
 
     def _sync_batch_statistics(self) -> None:
-        """sync_batch_stats: BatchNorm (GPU only) and ARM's batch mean over all processes, as on one device."""
+        """sync_batch_stats: BatchNorm and ARM's batch mean over all processes, as on one device (any backend)."""
         if not self.args.sync_batch_stats or self.accelerator.num_processes == 1:
             return
-        if self.args.device.type == "cpu":
-            logger.warning(
-                "sync_batch_stats: torch's SyncBatchNorm runs on GPUs only, so on CPU BatchNorm statistics stay per "
-                "process (Eq. 8 and ARM's batch mean are global)"
-            )
-        else:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = synchronise_batchnorm(self.model, self.args.device)
         if getattr(self.model, "arm", None) is not None:
             self.model.arm.sync_across_processes = True
 

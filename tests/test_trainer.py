@@ -356,22 +356,26 @@ def test_max_steps_mid_epoch_reports_the_samples_it_did_not_see(tmp_path):
     assert int((trainer.selector.updates == 1).sum()) == 64
 
 
-def test_sync_batch_stats_on_cpu_makes_arm_global_and_says_batchnorm_stays_per_process(tmp_path, caplog):
+def test_sync_batch_stats_on_cpu_makes_arm_and_batchnorm_global(tmp_path, caplog):
     from types import SimpleNamespace
+
+    from sspa_hf.sync_batchnorm import AllReduceBatchNorm
 
     train_set, _ = joint_data(60, 60)
     trainer = make_trainer(tmp_path, train_set, sync_batch_stats=True)
     arm_config = {**TINY, "hidden_sizes": [16, 32, 64, 256]}
     trainer.model = SSPAForImageClassification(SSPAConfig(backbone="arm", backbone_config=arm_config, image_size=48))
-    assert not trainer.model.arm.sync_across_processes
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.model.modules())
     trainer._sync_batch_statistics()  # one process: nothing to synchronise
     assert not trainer.model.arm.sync_across_processes
+    assert not any(isinstance(m, AllReduceBatchNorm) for m in trainer.model.modules())
     trainer.accelerator = SimpleNamespace(num_processes=2)  # what two CPU (gloo) processes look like here
     with caplog.at_level("WARNING", logger="sspa_hf.trainer"):
         trainer._sync_batch_statistics()
     assert trainer.model.arm.sync_across_processes
-    assert "SyncBatchNorm runs on GPUs only" in caplog.text
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())
+    assert sum(isinstance(m, AllReduceBatchNorm) for m in trainer.model.modules()) == norms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.model.modules())
+    assert "BatchNorm" not in caplog.text
 
 
 def test_checkpoint_saves_carry_the_selection_state_wherever_the_trainer_puts_them(tmp_path):
