@@ -19,6 +19,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import SSPATrainingArguments
+from .data.columns import read_column
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
 from .modelcard import model_card
@@ -60,25 +61,27 @@ class SSPATrainer(Trainer):
         missing = [c for c in REQUIRED_COLUMNS if data is None or c not in data.column_names]
         if missing:
             raise ValueError(f"SSPATrainer: the training set lacks the columns {missing}; build it with build_joint")
-        if not np.array_equal(np.asarray(data["sample_index"]), np.arange(len(data))):
+        if not np.array_equal(np.asarray(read_column(data, "sample_index")), np.arange(len(data))):
             raise ValueError("SSPATrainer: sample_index must be 0..N-1 in row order (build_joint writes it so)")
         config = self.model.config
         self.selector = SampleSelector(
-            labels=np.asarray(data["label"]),
-            is_target=np.asarray(data["is_target"]),
-            sources=list(data["source"]),
+            labels=np.asarray(read_column(data, "label")),
+            is_target=np.asarray(read_column(data, "is_target")),
+            sources=read_column(data, "source"),
             num_experts=config.num_experts,
             num_classes=config.num_labels,
             selection_epochs=self.args.selection_epochs,
             momentum=self.args.ema_momentum,
             fix_target=self.args.fix_target,
             enabled=self.args.use_selection,
-            reference_labels=np.asarray(data["reference_label"]) if "reference_label" in data.column_names else None,
+            reference_labels=(
+                np.asarray(read_column(data, "reference_label")) if "reference_label" in data.column_names else None
+            ),
         )
         if self.args.selection_mode == "cleanlab":
             if "clean" not in data.column_names:
                 raise ValueError("selection_mode 'cleanlab' needs the clean column (crossfit.clean_with_cleanlab)")
-            self.selector.freeze(np.asarray(data["clean"]))
+            self.selector.freeze(np.asarray(read_column(data, "clean")))
         elif self.args.selection_mode == "transition":
             if not getattr(self.model.config, "standard_transition", False):
                 raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
@@ -298,8 +301,8 @@ class SSPATrainer(Trainer):
         target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
         """
         data = self.train_dataset
-        aux = np.flatnonzero(~np.asarray(data["is_target"], dtype=bool))
-        labels = np.asarray(data["label"])
+        aux = np.flatnonzero(~np.asarray(read_column(data, "is_target"), dtype=bool))
+        labels = np.asarray(read_column(data, "label"))
         target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
         if len(aux):
             logits = np.asarray(self.predict(data.select(aux)).predictions, dtype=np.float64)
@@ -319,7 +322,7 @@ class SSPATrainer(Trainer):
         """What a selection mode beyond the paper adds to selection.parquet: its margin, and its relabels."""
         columns = dict(self.standard_judgement)  # transition: target_standard_label and score
         if "score" in self.train_dataset.column_names:  # cleanlab: the margin of the given label
-            columns["score"] = np.asarray(self.train_dataset["score"])
+            columns["score"] = np.asarray(read_column(self.train_dataset, "score"))
         return columns
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
