@@ -134,7 +134,8 @@ class SSPATrainingArguments(TrainingArguments):
         default=False,
         metadata={
             "help": "With several processes, make the batch statistics global, as on one device: Eq. 8 on the global "
-            "batch, SyncBatchNorm (GPU only) and ARM's batch mean averaged across processes. No effect on one process."
+            "batch, BatchNorm statistics (SyncBatchNorm on GPUs, an all-reduce elsewhere) and ARM's batch mean over all"
+            " processes. No effect on one process."
         },
     )
     crop_padding: float = field(

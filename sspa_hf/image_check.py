@@ -25,6 +25,7 @@ from .errors import UserInputError
 logger = logging.getLogger(__name__)
 
 BAD_IMAGES_REPORT = "bad_images.tsv"
+CHECK_CHUNK = 4096  # rows read and checked at a time
 CHECK_VERSION = 2  # bump when what counts as a bad image changes: old verdicts are then ignored
 _MAGIC = {b"\xff\xd8\xff\xe0": "JPEG", b"\xff\xd8\xff\xe1": "JPEG", b"\x89PNG": "PNG"}
 _ADDRESS = re.compile(r"\s*<[^>]* at 0x[0-9a-fA-F]+>")
@@ -59,17 +60,17 @@ def check_one(value: dict[str, Any] | None, name: str) -> str | None:
 def files_key(plain: Any) -> str:
     """A digest of (path, size, mtime) of every image stored as a path: changes whenever a file does (cheap: stat
     only). Images held as bytes inside the data set are covered by its fingerprint."""
-    column = plain.data.column("image").combine_chunks()
-    paths = column.field("path").to_pylist()
-    inline = column.field("bytes").is_valid().to_pylist()
     digest = hashlib.sha256()
-    for path, held in zip(paths, inline, strict=True):
-        if path and not held:
-            try:
-                stat = os.stat(path)
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            except OSError:
-                digest.update(f"{path}\0missing\n".encode())
+    for column in plain.data.column("image").chunks:  # chunk by chunk: the encoded images are never copied
+        paths = column.field("path").to_pylist()
+        inline = column.field("bytes").is_valid().to_pylist()
+        for path, held in zip(paths, inline, strict=True):
+            if path and not held:
+                try:
+                    stat = os.stat(path)
+                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{path}\0missing\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -89,21 +90,23 @@ def find_bad_images(data: Any, what: str) -> list[tuple[int, str, str]]:
     cached = _verdict_path(data, files_key(plain) if "image" in plain.column_names else "none")
     if cached.is_file():
         return [tuple(row) for row in json.loads(cached.read_text())]
-    ids = plain["id"] if "id" in plain.column_names else [""] * len(plain)
-    images = plain["image"]
-    names = [image_name(value, f"id {ids[i]}" if ids[i] else f"row {i}") for i, value in enumerate(images)]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        reasons = list(
-            tqdm(
-                pool.map(check_one, images, names),
-                total=len(names),
-                desc=f"checking {what} images",
-                unit="img",
-                disable=None,
-                leave=False,
-            )
-        )
-    bad = [(i, names[i], reason) for i, reason in enumerate(reasons) if reason is not None]
+    plain = plain.select_columns([c for c in ("image", "id") if c in plain.column_names])
+    bad: list[tuple[int, str, str]] = []
+    # A chunk of encoded images at a time: memory stays flat however many faces the set has.
+    with (
+        ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,  # PIL decodes without the GIL
+        tqdm(total=len(plain), desc=f"checking {what} images", unit="img", disable=None, leave=False) as bar,
+    ):
+        for first in range(0, len(plain), CHECK_CHUNK):
+            chunk = plain[first : first + CHECK_CHUNK]
+            images = chunk["image"]
+            ids = chunk.get("id", [""] * len(images))
+            names = [
+                image_name(value, f"id {ids[i]}" if ids[i] else f"row {first + i}") for i, value in enumerate(images)
+            ]
+            reasons = pool.map(check_one, images, names)
+            bad += [(first + i, names[i], reason) for i, reason in enumerate(reasons) if reason is not None]
+            bar.update(len(images))
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(f".{os.getpid()}.tmp")  # several processes may check at once
     partial.write_text(json.dumps(bad))

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .data.columns import read_column
 from .labels import EXPRESSIONS
 from .metrics import classification_metrics, selection_counts, selection_quality
 from .plots import (
@@ -55,8 +56,8 @@ def write_selection(
     output_dir.mkdir(parents=True, exist_ok=True)
     columns = {
         "sample_index": np.arange(len(selector)),
-        "source": list(train_dataset["source"]),
-        "id": list(train_dataset["id"]) if "id" in train_dataset.column_names else [""] * len(selector),
+        "source": read_column(train_dataset, "source"),
+        "id": read_column(train_dataset, "id") if "id" in train_dataset.column_names else [""] * len(selector),
         "label": selector.labels.numpy(),
         "is_target": selector.is_target.numpy(),
         "clean": selector.clean.numpy(),

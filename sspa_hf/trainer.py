@@ -28,6 +28,7 @@ from .checkpoints import (
     resolve_resume,
     signals_deferred,
 )
+from .data.columns import read_column
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
 from .modelcard import model_card
@@ -35,6 +36,7 @@ from .modeling_sspa import expert_cross_entropy, transition_nll
 from .pairing import allocate_across, pair_and_mix
 from .run_folder import MODEL_CARD, write_selection
 from .selection import SampleSelector
+from .sync_batchnorm import synchronise_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -68,25 +70,27 @@ class SSPATrainer(Trainer):
         missing = [c for c in REQUIRED_COLUMNS if data is None or c not in data.column_names]
         if missing:
             raise ValueError(f"SSPATrainer: the training set lacks the columns {missing}; build it with build_joint")
-        if not np.array_equal(np.asarray(data["sample_index"]), np.arange(len(data))):
+        if not np.array_equal(np.asarray(read_column(data, "sample_index")), np.arange(len(data))):
             raise ValueError("SSPATrainer: sample_index must be 0..N-1 in row order (build_joint writes it so)")
         config = self.model.config
         self.selector = SampleSelector(
-            labels=np.asarray(data["label"]),
-            is_target=np.asarray(data["is_target"]),
-            sources=list(data["source"]),
+            labels=np.asarray(read_column(data, "label")),
+            is_target=np.asarray(read_column(data, "is_target")),
+            sources=read_column(data, "source"),
             num_experts=config.num_experts,
             num_classes=config.num_labels,
             selection_epochs=self.args.selection_epochs,
             momentum=self.args.ema_momentum,
             fix_target=self.args.fix_target,
             enabled=self.args.use_selection,
-            reference_labels=np.asarray(data["reference_label"]) if "reference_label" in data.column_names else None,
+            reference_labels=(
+                np.asarray(read_column(data, "reference_label")) if "reference_label" in data.column_names else None
+            ),
         )
         if self.args.selection_mode == "cleanlab":
             if "clean" not in data.column_names:
                 raise ValueError("selection_mode 'cleanlab' needs the clean column (crossfit.clean_with_cleanlab)")
-            self.selector.freeze(np.asarray(data["clean"]))
+            self.selector.freeze(np.asarray(read_column(data, "clean")))
         elif self.args.selection_mode == "transition":
             if not getattr(self.model.config, "standard_transition", False):
                 raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
@@ -248,16 +252,10 @@ class SSPATrainer(Trainer):
         return allocate_across(counts[:, :classes], counts[:, classes])[self.args.process_index]
 
     def _sync_batch_statistics(self) -> None:
-        """sync_batch_stats: BatchNorm (GPU only) and ARM's batch mean over all processes, as on one device."""
+        """sync_batch_stats: BatchNorm and ARM's batch mean over all processes, as on one device (any backend)."""
         if not self.args.sync_batch_stats or self.accelerator.num_processes == 1:
             return
-        if self.args.device.type == "cpu":
-            logger.warning(
-                "sync_batch_stats: torch's SyncBatchNorm runs on GPUs only, so on CPU BatchNorm statistics stay per "
-                "process (Eq. 8 and ARM's batch mean are global)"
-            )
-        else:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = synchronise_batchnorm(self.model, self.args.device)
         if getattr(self.model, "arm", None) is not None:
             self.model.arm.sync_across_processes = True
 
@@ -314,8 +312,8 @@ class SSPATrainer(Trainer):
         target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
         """
         data = self.train_dataset
-        aux = np.flatnonzero(~np.asarray(data["is_target"], dtype=bool))
-        labels = np.asarray(data["label"])
+        aux = np.flatnonzero(~np.asarray(read_column(data, "is_target"), dtype=bool))
+        labels = np.asarray(read_column(data, "label"))
         target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
         if len(aux):
             logits = np.asarray(self.predict(data.select(aux)).predictions, dtype=np.float64)
@@ -335,7 +333,7 @@ class SSPATrainer(Trainer):
         """What a selection mode beyond the paper adds to selection.parquet: its margin, and its relabels."""
         columns = dict(self.standard_judgement)  # transition: target_standard_label and score
         if "score" in self.train_dataset.column_names:  # cleanlab: the margin of the given label
-            columns["score"] = np.asarray(self.train_dataset["score"])
+            columns["score"] = np.asarray(read_column(self.train_dataset, "score"))
         return columns
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:

@@ -1,12 +1,16 @@
 """Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state.
 
-`distributed_run.py OUT [--sync | --transition]`: with --sync, sync_batch_stats is on and every PA-stage allocation
-is recorded (this process's clean histogram, noisy count and the share of Eq. 8 it used); with --transition, the
-run is selection_mode transition and the learnt matrix and the verdict are dumped too.
+`distributed_run.py OUT [--sync | --transition] [--selection-stage]`: with --sync, sync_batch_stats is on and every
+PA-stage allocation is recorded (this process's clean histogram, noisy count and the share of Eq. 8 it used); with
+--transition, the run is selection_mode transition and the learnt matrix and the verdict are dumped too. With
+--selection-stage, 128 samples, a global batch of 32 however many processes share it, only the selection stage (3
+epochs), and the weights and every training batch's sample_index and per-sample pixel sums are dumped as well: run
+as plain `python` (one process) it is the reference the two processes must reproduce.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,18 +25,20 @@ from sspa_hf.trainer import SSPATrainer
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
-def main(out: Path, sync: bool = False, transition: bool = False) -> None:
-    target = load_source("synthetic:?role=target&n=51")
-    auxiliary = load_source("synthetic:?role=auxiliary&n=50")
+def main(out: Path, sync: bool = False, transition: bool = False, selection_stage: bool = False) -> None:
+    sizes = (64, 64) if selection_stage else (51, 50)
+    target = load_source(f"synthetic:?role=target&n={sizes[0]}")
+    auxiliary = load_source(f"synthetic:?role=auxiliary&n={sizes[1]}")
     train_set = build_joint(target["train"], auxiliary["train"], seed=0)
     torch.manual_seed(0)
     extra = {"num_experts": 1, "standard_transition": True} if transition else {}
     model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48, **extra))
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     args = SSPATrainingArguments(
         output_dir=str(out / "run"),
-        per_device_train_batch_size=16,
-        num_train_epochs=4,
-        selection_epochs=2,
+        per_device_train_batch_size=32 // processes if selection_stage else 16,
+        num_train_epochs=3 if selection_stage else 4,
+        selection_epochs=3 if selection_stage else 2,
         learning_rate=0.05,
         optim="sgd",
         save_strategy="no",
@@ -57,6 +63,17 @@ def main(out: Path, sync: bool = False, transition: bool = False) -> None:
             return s
 
         trainer._global_allocation = recorded
+    seen: list[torch.Tensor] = []
+    if selection_stage:
+        compute_loss = trainer.compute_loss
+
+        def recording(model, inputs, *args, **kwargs):
+            if model.training:
+                pixels = inputs["pixel_values"].double().sum(dim=(1, 2, 3))
+                seen.append(torch.stack([inputs["sample_index"].double(), pixels], dim=1))
+            return compute_loss(model, inputs, *args, **kwargs)
+
+        trainer.compute_loss = recording
     trainer.train()
     state = {name: value.clone() for name, value in trainer.selector.state_dict().items()}
     state["world_size"] = torch.tensor(trainer.accelerator.num_processes)
@@ -65,8 +82,13 @@ def main(out: Path, sync: bool = False, transition: bool = False) -> None:
         state["standard_transition"] = trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach()
         state.update({k: torch.as_tensor(v) for k, v in trainer.standard_judgement.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
+    if selection_stage:
+        state["seen"] = torch.stack(seen)  # (steps, batch, [sample_index, pixel sum])
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        state.update({f"weights/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     torch.save(state, out / f"rank{trainer.args.process_index}.pt")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sync="--sync" in sys.argv[2:], transition="--transition" in sys.argv[2:])
+    flags = sys.argv[2:]
+    main(Path(sys.argv[1]), "--sync" in flags, "--transition" in flags, "--selection-stage" in flags)

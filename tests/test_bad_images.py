@@ -115,3 +115,19 @@ def test_reasons_are_words_never_object_addresses(content, reason):
     data = _jpeg(3)[:300] if content == "half" else content
     said = check_one({"bytes": data, "path": None}, "x.jpg")
     assert said.startswith(reason) and "0x" not in said
+
+
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_the_check_reads_a_chunk_at_a_time_and_reports_each_bad_row_once(folder, monkeypatch, chunk):
+    import datasets
+
+    import sspa_hf.image_check as image_check
+    from sspa_hf.data import load_source
+
+    monkeypatch.setattr(image_check, "CHECK_CHUNK", chunk)
+    train = load_source(f"imagefolder:{folder}")["train"]
+    train = train.select([*range(len(train)), *range(len(train))])  # the broken file twice, in different chunks
+    paths = [value["path"] for value in train.cast_column("image", datasets.Image(decode=False))["image"]]
+    broken = [row for row, path in enumerate(paths) if path.endswith("broken.jpg")]
+    assert len(broken) == 2 and broken[1] - broken[0] > 3
+    assert [row for row, _, _ in image_check.find_bad_images(train, "training")] == broken

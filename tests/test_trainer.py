@@ -215,6 +215,38 @@ def test_two_processes_learn_one_standard_transition_and_give_one_verdict(tmp_pa
     assert torch.equal(states[0]["clean"], verdict == labels)
 
 
+@pytest.mark.slow
+def test_two_processes_at_half_the_batch_end_the_selection_stage_like_one_process(tmp_path):
+    """Batch 32 on one process against 16 + 16 on two (sync_batch_stats), 3 selection epochs, seed 1.
+
+    Tolerance: weights and thresholds agree to float32 rounding (seen here: 5e-7 on weights of order 1, 3e-8 on tau);
+    atol 1e-5 leaves room for other BLAS builds. With BatchNorm per process (the code before) the weights differ by
+    ~0.1 and the partition differs, so this fails on it.
+    """
+    command = [sys.executable, str(HERE / "distributed_run.py"), str(tmp_path / "one"), "--sync", "--selection-stage"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    (tmp_path / "one").mkdir()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    one = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
+    two = _run_two_processes(tmp_path, "--sync", "--selection-stage")
+    assert int(one["world_size"]) == 1 and int(two[0]["world_size"]) == 2
+    # The same data order and augmentation: each step's global batch is rank 0's rows, then rank 1's.
+    seen = torch.cat([two[0]["seen"], two[1]["seen"]], dim=1)
+    assert seen.shape == one["seen"].shape == (12, 32, 2)
+    assert torch.equal(seen[..., 0], one["seen"][..., 0])  # sample_index, step by step
+    assert torch.equal(seen[..., 1], one["seen"][..., 1])  # per-sample pixel sums: the same augmented images
+    for name, value in one.items():
+        if name in ("seen", "world_size", "allocations"):
+            continue
+        for rank in (0, 1):
+            if value.dtype.is_floating_point:
+                torch.testing.assert_close(two[rank][name], value, rtol=0, atol=1e-5, msg=name)
+            else:  # the partition, counters and BatchNorm's num_batches_tracked: exactly
+                assert torch.equal(two[rank][name], value), name
+    assert 0 < int(one["clean"].sum()) < 128  # the selection decided something
+
+
 class _GradNormAtStep(TrainerCallback):
     """Record the gradient norm the optimiser is about to apply (after any clipping)."""
 
@@ -356,22 +388,26 @@ def test_max_steps_mid_epoch_reports_the_samples_it_did_not_see(tmp_path):
     assert int((trainer.selector.updates == 1).sum()) == 64
 
 
-def test_sync_batch_stats_on_cpu_makes_arm_global_and_says_batchnorm_stays_per_process(tmp_path, caplog):
+def test_sync_batch_stats_on_cpu_makes_arm_and_batchnorm_global(tmp_path, caplog):
     from types import SimpleNamespace
+
+    from sspa_hf.sync_batchnorm import AllReduceBatchNorm
 
     train_set, _ = joint_data(60, 60)
     trainer = make_trainer(tmp_path, train_set, sync_batch_stats=True)
     arm_config = {**TINY, "hidden_sizes": [16, 32, 64, 256]}
     trainer.model = SSPAForImageClassification(SSPAConfig(backbone="arm", backbone_config=arm_config, image_size=48))
-    assert not trainer.model.arm.sync_across_processes
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.model.modules())
     trainer._sync_batch_statistics()  # one process: nothing to synchronise
     assert not trainer.model.arm.sync_across_processes
+    assert not any(isinstance(m, AllReduceBatchNorm) for m in trainer.model.modules())
     trainer.accelerator = SimpleNamespace(num_processes=2)  # what two CPU (gloo) processes look like here
     with caplog.at_level("WARNING", logger="sspa_hf.trainer"):
         trainer._sync_batch_statistics()
     assert trainer.model.arm.sync_across_processes
-    assert "SyncBatchNorm runs on GPUs only" in caplog.text
-    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())
+    assert sum(isinstance(m, AllReduceBatchNorm) for m in trainer.model.modules()) == norms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trainer.model.modules())
+    assert "BatchNorm" not in caplog.text
 
 
 def test_checkpoint_saves_carry_the_selection_state_wherever_the_trainer_puts_them(tmp_path):

@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset, Value, concatenate_datasets
 
 from ..errors import UserInputError
 from ..labels import EXPRESSIONS, NUM_CLASSES, class_label_feature
+from .columns import read_column
 
 JOINT_COLUMNS: tuple[str, ...] = ("image", "label", "is_target", "source", "sample_index", "id", "reference_label")
 _NEEDED = ("image", "label", "source", "id", "reference_label")
@@ -74,7 +75,7 @@ def build_joint(
     if auxiliary is not None and len(auxiliary):
         if "label" not in auxiliary.column_names:
             raise UserInputError("build_joint: the auxiliary split has no label column")
-        rows = sample_fraction(np.asarray(auxiliary["label"]), fraction, seed, stratified)
+        rows = sample_fraction(np.asarray(read_column(auxiliary, "label")), fraction, seed, stratified)
         parts.append(_prepared(auxiliary, "auxiliary", False, len(target), rows))
     features = parts[0].features.copy()
     features["label"] = class_label_feature()

@@ -1,0 +1,172 @@
+"""Benchmark (not a test): does the cost stay flat from RAF-DB-sized to AffectNet-sized auxiliary sets?
+
+    python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image-size 48] [--steps 40] [--work DIR]
+
+For each size N it writes N generated auxiliary faces as a prepared (`save_to_disk`) folder (2,000 distinct faces
+from `sspa_hf.data.synthetic`, tiled: the cost is per row, not per distinct picture), then runs the real `sspa-train`
+command on the quick-start recipe against it, in a fresh process, for a fixed number of steps, twice (the second run
+finds the image check's verdict cached, as every run after the first does). It reports the time from the command to
+the first optimizer step, with its parts (loading, image check, joint build, trainer and selector), images/s over
+the steps after the first five, the selection.parquet write, the peak resident memory of the process, and, in the
+same process after training, the selection bookkeeping of one whole epoch (Algorithm 1 on every sample, batches of
+64, and the epoch close). Prints a Markdown table; numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+DISTINCT = 2000
+
+
+def write_auxiliary(folder: Path, n: int, image_size: int) -> Path:
+    """N auxiliary faces as a prepared folder: DISTINCT generated faces repeated in row order."""
+    import datasets
+    import numpy as np
+
+    from sspa_hf.data import load_source
+
+    if (folder / "dataset_dict.json").is_file():
+        return folder
+    base = load_source(f"synthetic:?role=auxiliary&n={DISTINCT}&image_size={image_size}&seed=5")["train"]
+    tiled = base.select(np.arange(n) % len(base)).flatten_indices()
+    tiled = tiled.map(lambda row, i: {"id": f"aux-{i:07d}"}, with_indices=True, desc=None)
+    datasets.DatasetDict({"train": tiled}).save_to_disk(str(folder))
+    return folder
+
+
+def child(folder: Path, out: Path, steps: int, image_size: int, started: float) -> None:
+    """The real train command with timers around its phases (module-level wrappers, no behaviour change)."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    import sspa_hf.build as build
+    import sspa_hf.trainer as trainer_module
+    from sspa_hf.commands import train
+
+    marks: dict[str, float] = {"imports": time.time() - started}
+
+    def timed(module, name: str, key: str) -> None:
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                marks[key] = marks.get(key, 0.0) + time.time() - start
+
+        setattr(module, name, wrapper)
+
+    timed(build, "load_source", "loading")
+    timed(build, "without_bad_images", "image check")
+    timed(build, "build_joint", "joint build")
+    timed(trainer_module, "write_selection", "selection.parquet write")
+    step_times: list[float] = []
+    original_init, original_step = trainer_module.SSPATrainer.__init__, trainer_module.SSPATrainer.training_step
+
+    def init(self, *args, **kwargs):
+        start = time.time()
+        original_init(self, *args, **kwargs)
+        marks["trainer + selector"] = time.time() - start
+        marks["selector"] = self.selector  # kept for the bookkeeping measurement below
+
+    def step(self, *args, **kwargs):
+        loss = original_step(self, *args, **kwargs)
+        step_times.append(time.time())
+        return loss
+
+    trainer_module.SSPATrainer.__init__, trainer_module.SSPATrainer.training_step = init, step
+    with tempfile.TemporaryDirectory() as run_dir:
+        code = train.main(
+            [
+                str(ROOT / "recipes" / "quickstart.yaml"),
+                "--auxiliary_dataset",
+                str(folder),
+                "--image_size",
+                str(image_size),
+                "--max_steps",
+                str(steps),
+                "--save_strategy",
+                "no",
+                "--logging_steps",
+                "1000",
+                "--disable_tqdm",
+                "true",
+                "--output_dir",
+                run_dir,
+            ]
+        )
+    assert code == 0, f"sspa-train exited {code}"
+    selector = marks.pop("selector")
+    batch = 64
+    start = time.time()
+    n = len(selector)
+    for first in range(0, n, batch):
+        index = torch.arange(first, min(first + batch, n))
+        probs = torch.softmax(torch.randn(len(index), selector.num_experts, selector.num_classes), dim=-1)
+        selector.update(index, probs, torch.as_tensor(selector.labels[index.numpy()]).long())
+    marks["Algorithm 1, one epoch"] = time.time() - start
+    start = time.time()
+    selector.advance_to(selector.epoch + 1)
+    marks["epoch close"] = time.time() - start
+    timed_steps = np.diff(step_times[4:])
+    result = {
+        **marks,
+        "command to first step": step_times[0] - started,
+        "images/s": float(batch / timed_steps.mean()),
+        "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": n,
+    }
+    out.write_text(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (images/s after the 5th)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per size (the first computes the image check)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sspa_bench_scale")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--child", nargs=3, metavar=("FOLDER", "OUT", "STARTED"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(Path(args.child[0]), Path(args.child[1]), args.steps, args.image_size, float(args.child[2]))
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT)}
+    table = []
+    for n in args.sizes:
+        start = time.time()
+        folder = write_auxiliary(args.work / f"aux_{n}_{args.image_size}px", n, args.image_size)
+        print(f"{n} faces at {args.image_size} px: folder ready in {time.time() - start:.0f} s", file=sys.stderr)
+        for run in range(args.runs):
+            out = args.work / f"result_{n}_{args.image_size}px_{run}.json"
+            command = [sys.executable, __file__, "--steps", str(args.steps), "--image-size", str(args.image_size)]
+            subprocess.run([*command, "--child", str(folder), str(out), repr(time.time())], env=env, check=True)
+            table.append({"faces": n, "image size": args.image_size, "run": run + 1, **json.loads(out.read_text())})
+    keys = [k for k in table[0] if k not in ("faces", "image size", "run", "rows")]
+    print("\n| auxiliary faces | px | run | " + " | ".join(keys) + " |")
+    print("|" + " --- |" * (len(keys) + 3))
+    for row in table:
+        cells = " | ".join(f"{row.get(k, float('nan')):.3g}" for k in keys)
+        print(f"| {row['faces']:,} | {row['image size']} | {row['run']} | {cells} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(table, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
