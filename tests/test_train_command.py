@@ -166,6 +166,8 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
     printed = capsys.readouterr().out
     assert "selection precision" in printed and "macro F1" in printed
     assert json.loads((out / "run_status.json").read_text())["status"] == "complete"
+    # the generated faces are used as they are: inference must not detect and re-crop them
+    assert json.loads((out / "config.json").read_text())["face_preparation"] == {"faces": "given", "crop_size": 0}
     for name in (
         "model.safetensors",
         "config.json",
