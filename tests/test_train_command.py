@@ -174,6 +174,8 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
         "preprocessor_config.json",
         "modeling_sspa.py",
         "configuration_sspa.py",
+        "pipeline_sspa.py",
+        "pixels.py",
         "selection.parquet",
         "selection_history.json",
         "eval_metrics.json",
@@ -198,7 +200,8 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
 
     from transformers import pipeline
 
-    classifier = pipeline("image-classification", model=str(tmp_path / "hub" / "fer-lab" / "sspa-tiny"))
+    pushed = str(tmp_path / "hub" / "fer-lab" / "sspa-tiny")
+    classifier = pipeline("image-classification", model=pushed, trust_remote_code=True)  # the folder's pipeline
     from PIL import Image
 
     scores = classifier(Image.new("L", (48, 48), 128), top_k=7)

@@ -29,6 +29,7 @@ from ..face_inference import (
     preparation_of,
     video_frames,
 )
+from ..pipeline_sspa import SSPAImageClassificationPipeline
 from . import run_command
 from .model_io import add_model_options, load_model, resolve_device
 
@@ -138,9 +139,9 @@ def expand_images(arguments: Sequence[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> Any:
-    """A fully decoded RGB PIL image; an unreadable file is a user error naming it."""
+    """A fully decoded PIL image, upright (the pipeline makes it RGB); an unreadable file is a user error naming it."""
     try:
-        return to_rgb(decode(path.read_bytes(), str(path)))
+        return decode(path.read_bytes(), str(path))
     except BadImageError as exc:
         raise UserInputError(str(exc)) from None
     except OSError as exc:
@@ -203,7 +204,7 @@ def predict_faces(
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             rows.extend(_predict_video(classifier, path, preparation, top_k, every, annotate_dir))
             continue
-        image = read_image(path)
+        image = to_rgb(read_image(path))
         found = classify_frame(classifier, str(path), image, preparation, top_k)
         if annotate_dir is not None:
             annotate(image, found).save(annotate_dir / f"{path.stem}.annotated.png")
@@ -287,7 +288,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, processor = load_model(args.model, args.trust_remote_code)
     top_k = min(args.top_k, model.config.num_labels)
-    classifier = pipeline("image-classification", model=model, image_processor=processor, device=device)
+    classifier = pipeline(
+        "image-classification",
+        model=model,
+        image_processor=processor,
+        device=device,
+        pipeline_class=SSPAImageClassificationPipeline,  # the one the model folder names: to_rgb, as in training
+    )
     as_json = output is not None and output.suffix.lower() == ".json"
     if args.detect_faces:
         annotate_dir = Path(args.annotate) if args.annotate else None

@@ -234,7 +234,8 @@ def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict
     for name in ("precision", "recall"):
         if f"selection/{name}" in quality:
             print(f"{'selection ' + name:<20}{100 * quality[f'selection/{name}']:6.2f} %")
-    print(f"{'model folder':<20}{output_dir} (pipeline('image-classification', model='{output_dir}'))")
+    usage = f"pipeline('image-classification', model='{output_dir}', trust_remote_code=True)"
+    print(f"{'model folder':<20}{output_dir} ({usage})")
 
 
 def main(argv: list[str] | None = None) -> int:
