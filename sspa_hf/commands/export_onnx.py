@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run sspa-export-onnx; returns the exit status (2 for bad input, with a one-line message)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return run_command(PROG, lambda: run(args))
+    return run_command(PROG, lambda: run(build_parser().parse_args(argv)))  # argv None: sys.argv[1:]
 
 
 if __name__ == "__main__":
