@@ -46,11 +46,13 @@ def preparation_of(config: Any) -> dict[str, Any]:
     recorded = getattr(config, "face_preparation", None) or {}
     preparation = {**DEFAULT_PREPARATION, **recorded}
     if preparation["faces"] != "detected":
+        known = "record no face preparation" if preparation["faces"] == "unknown" else "were not detected"
         logger.warning(
-            "the model's training faces were %s, not detected: --detect-faces crops with Haar and widening %.2f, "
-            "which may differ from them",
+            "the model's training faces %s (%s): --detect-faces crops with Haar and widening %.2f, which may "
+            "differ from them",
+            known,
             preparation["faces"].replace("_", " "),
-            preparation["box_widening"],
+            DEFAULT_PREPARATION["box_widening"],
         )
         preparation.update(align=False, box_widening=DEFAULT_PREPARATION["box_widening"])
     return preparation
