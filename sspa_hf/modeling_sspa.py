@@ -1,11 +1,12 @@
 """SSPA-JT model: a ResNet or ARM feature extractor and the Mixture-of-Experts head of the paper (Eq. 1-2).
 
 This file is copied into every saved model folder (``auto_map``), so it imports only transformers, torch and
-its sibling ``configuration_sspa``.
+its siblings ``configuration_sspa`` and ``pipeline_sspa`` (copied with it: the pipeline saved models name).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_sspa import ARM_KERNEL, ARM_STRIDE, ARM_UPSCALE, SSPAConfig
+from .pipeline_sspa import CUSTOM_PIPELINES
 
 TRANSITION_INIT = 3.0  # diagonal logit of the standard transition at initialisation
 
@@ -144,6 +146,8 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
 
     def __init__(self, config: SSPAConfig) -> None:
         super().__init__(config)
+        if not getattr(config, "custom_pipelines", None):  # pipeline(..., trust_remote_code=True) runs ours
+            config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         self.resnet = ResNetModel(config.backbone_config)
         self.arm = None
         if config.backbone == "arm":

@@ -18,7 +18,14 @@ def test_ci_runs_the_readme_test_command():
 
 def test_console_scripts_resolve_and_answer_help(capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"sspa-train", "sspa-eval", "sspa-predict", "sspa-prepare", "sspa-export-selection"}
+    assert set(scripts) == {
+        "sspa-train",
+        "sspa-eval",
+        "sspa-predict",
+        "sspa-prepare",
+        "sspa-export-selection",
+        "sspa-export-onnx",
+    }
     for name, target in scripts.items():
         module, function = target.split(":")
         main = getattr(importlib.import_module(module), function)

@@ -170,12 +170,16 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
     last = printed.strip().splitlines()[-1]  # a fresh session needs trust_remote_code, else it prompts and fails
     assert f"pipeline('image-classification', model='{out}', trust_remote_code=True)" in last
     assert json.loads((out / "run_status.json").read_text())["status"] == "complete"
+    # the generated faces are used as they are: inference must not detect and re-crop them
+    assert json.loads((out / "config.json").read_text())["face_preparation"] == {"faces": "given", "crop_size": 0}
     for name in (
         "model.safetensors",
         "config.json",
         "preprocessor_config.json",
         "modeling_sspa.py",
         "configuration_sspa.py",
+        "pipeline_sspa.py",
+        "pixels.py",
         "selection.parquet",
         "selection_history.json",
         "eval_metrics.json",
@@ -206,7 +210,8 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
 
     from transformers import pipeline
 
-    classifier = pipeline("image-classification", model=str(tmp_path / "hub" / "fer-lab" / "sspa-tiny"))
+    pushed = str(tmp_path / "hub" / "fer-lab" / "sspa-tiny")
+    classifier = pipeline("image-classification", model=pushed, trust_remote_code=True)  # the folder's pipeline
     from PIL import Image
 
     scores = classifier(Image.new("L", (48, 48), 128), top_k=7)

@@ -1,4 +1,4 @@
-"""Console scripts: sspa-train, sspa-eval, sspa-predict, sspa-prepare, sspa-export-selection."""
+"""Console scripts: sspa-train, sspa-eval, sspa-predict, sspa-prepare, sspa-export-selection, sspa-export-onnx."""
 
 from __future__ import annotations
 

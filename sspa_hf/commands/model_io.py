@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
@@ -57,6 +58,7 @@ def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     from ..hub import check_model_reference
 
     check_model_reference(name, "model")  # a local folder first; a Hub id only when the Hub can be reached
+    check_finished_run(name)
     try:
         model_class = _remote_model_class(name) if trust_remote_code else None
         if model_class is not None:
@@ -80,3 +82,16 @@ def _remote_model_class(name: str) -> Any:
     config_dict, _ = PretrainedConfig.get_config_dict(name)
     reference = (config_dict.get("auto_map") or {}).get("AutoModelForImageClassification")
     return get_class_from_dynamic_module(reference, name) if reference else None
+
+
+def check_finished_run(name: str) -> None:
+    """A run folder without a saved model (killed before the end) is a one-line error naming its last checkpoint."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return
+    checkpoints = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    if checkpoints:
+        last = max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+        raise UserInputError(
+            f"{name} holds no saved model: the run did not finish; its last checkpoint {last} can be given as the model"
+        )

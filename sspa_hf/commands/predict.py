@@ -16,14 +16,26 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.faces import require_cv2
 from ..data.images import BadImageError, decode, to_rgb
 from ..data.schema import IMAGE_EXTENSIONS
 from ..errors import UserInputError
+from ..face_inference import (
+    FaceRow,
+    VideoWriter,
+    annotate,
+    classify_frame,
+    frame_count,
+    preparation_of,
+    video_frames,
+)
+from ..pipeline_sspa import SSPAImageClassificationPipeline
 from . import run_command
 from .model_io import add_model_options, load_model, resolve_device
 
 PROG = "sspa-predict"
 OUTPUT_FORMATS = (".csv", ".json")
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 _GLOB_CHARS = set("*?[")
 
 DESCRIPTION = """\
@@ -32,15 +44,20 @@ pipeline("image-classification", model=MODEL) and reports the top-k classes and 
 (the mean of the model's expert probabilities) for every image.
 
 IMAGES are image files, folders (searched recursively for .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif,
-.tiff files) or glob patterns (quote them; ** matches sub-folders). Images are not cropped: give face crops.
-Results go to --output (CSV: path,label_1,score_1,...; JSON: a list of {path, predictions}) or, without it,
-to stdout as CSV."""
+.tiff files) or glob patterns (quote them; ** matches sub-folders). Without --detect-faces each image is
+classified whole: give face crops. With --detect-faces every face is found and prepared as the model's training
+faces were (the face work recorded in its config), one row per face (a "no face" row when none is found); videos
+(.mp4, .avi, .mov, .mkv, .webm) are read frame by frame (every --every-th frame).
+Results go to --output (CSV: path,label_1,score_1,...; with --detect-faces path,frame,face,x,y,w,h,label_1,...;
+JSON: a list of {path, predictions} or of {path, frame, face, box, predictions}) or, without it, to stdout as CSV."""
 
 EPILOG = f"""\
 examples:
   {PROG} runs/rafdb face.jpg
   {PROG} runs/rafdb faces/ 'more/**/*.png' --top-k 2 --output preds.csv
-  {PROG} someone/sspa-rafdb photo.png --output preds.json --trust-remote-code"""
+  {PROG} someone/sspa-rafdb photo.png --output preds.json --trust-remote-code
+  {PROG} runs/caer_s photo.jpg --detect-faces --annotate annotated/
+  {PROG} runs/caer_s clip.mp4 --detect-faces --every 5 --annotate annotated/ --output frames.csv"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
     parser.add_argument(
         "--output", default=None, metavar="FILE", help="write to FILE.csv or FILE.json (default: CSV on stdout)"
+    )
+    parser.add_argument(
+        "--detect-faces",
+        action="store_true",
+        help="find every face (Haar, needs the faces extra) and prepare it as the model's training faces were",
+    )
+    parser.add_argument(
+        "--annotate",
+        default=None,
+        metavar="OUT_DIR",
+        help="with --detect-faces: write each image (or video) with boxes and labels drawn into OUT_DIR",
+    )
+    parser.add_argument(
+        "--every", type=int, default=1, metavar="N", help="videos: classify every N-th frame (default: 1)"
     )
     add_model_options(parser)
     return parser
@@ -108,9 +139,9 @@ def expand_images(arguments: Sequence[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> Any:
-    """A fully decoded RGB PIL image; an unreadable file is a user error naming it."""
+    """A fully decoded PIL image, upright (the pipeline makes it RGB); an unreadable file is a user error naming it."""
     try:
-        return to_rgb(decode(path.read_bytes(), str(path)))
+        return decode(path.read_bytes(), str(path))
     except BadImageError as exc:
         raise UserInputError(str(exc)) from None
     except OSError as exc:
@@ -155,6 +186,84 @@ def to_json(results: Sequence[tuple[str, list[dict[str, Any]]]]) -> str:
     return json.dumps([{"path": path, "predictions": preds} for path, preds in results], indent=2) + "\n"
 
 
+def predict_faces(
+    classifier: Any,
+    paths: Sequence[Path],
+    preparation: dict[str, Any],
+    top_k: int,
+    every: int = 1,
+    annotate_dir: Path | None = None,
+) -> list[FaceRow]:
+    """One row per face (or per image/frame without one) of every image and video; annotated copies if asked."""
+    from tqdm.auto import tqdm
+
+    rows: list[FaceRow] = []
+    if annotate_dir is not None:
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            rows.extend(_predict_video(classifier, path, preparation, top_k, every, annotate_dir))
+            continue
+        image = to_rgb(read_image(path))
+        found = classify_frame(classifier, str(path), image, preparation, top_k)
+        if annotate_dir is not None:
+            annotate(image, found).save(annotate_dir / f"{path.stem}.annotated.png")
+        rows.extend(found)
+    if not any(path.suffix.lower() in VIDEO_EXTENSIONS for path in paths):
+        tqdm.write(f"{len(paths)} images, {sum(r.face is not None for r in rows)} faces", file=sys.stderr)
+    return rows
+
+
+def _predict_video(
+    classifier: Any, path: Path, preparation: dict[str, Any], top_k: int, every: int, annotate_dir: Path | None
+) -> list[FaceRow]:
+    """Rows for every `every`-th frame of a video, with a frames/s progress bar and an annotated mp4 if asked."""
+    from tqdm.auto import tqdm
+
+    total = frame_count(str(path))
+    progress = tqdm(total=-(-total // every) if total else None, desc=path.name, unit="frame", disable=None)
+    writer = None
+    rows: list[FaceRow] = []
+    try:
+        for index, frame, fps in video_frames(str(path), every):
+            found = classify_frame(classifier, str(path), frame, preparation, top_k, frame=index)
+            rows.extend(found)
+            if annotate_dir is not None:
+                writer = writer or VideoWriter(str(annotate_dir / f"{path.stem}.annotated.mp4"), fps / every)
+                writer.write(annotate(frame, found))
+            progress.update(1)
+    except OSError as exc:
+        raise UserInputError(str(exc)) from None
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+def face_rows_csv(rows: Sequence[FaceRow], top_k: int) -> str:
+    """CSV text: path,frame,face,x,y,w,h,label_1,score_1,... (frame empty for photos; face empty: no face)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    labels = [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")]
+    writer.writerow(["path", "frame", "face", "x", "y", "w", "h", *labels])
+    for row in rows:
+        box = list(row.box) if row.box else ["", "", "", ""]
+        face = "" if row.face is None else row.face
+        frame = "" if row.frame is None else row.frame
+        scores = [value for p in row.predictions for value in (p["label"], repr(p["score"]))]
+        writer.writerow([row.image, frame, face, *box, *scores])
+    return buffer.getvalue()
+
+
+def face_rows_json(rows: Sequence[FaceRow]) -> str:
+    """JSON text: a list of {path, frame, face, box: [x, y, w, h], predictions} (face and box null: no face)."""
+    items = [
+        {"path": r.image, "frame": r.frame, "face": r.face, "box": r.box, "predictions": r.predictions} for r in rows
+    ]
+    return json.dumps(items, indent=2) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, expand the images, classify them, write the results."""
     from transformers import pipeline
@@ -166,19 +275,41 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
         raise UserInputError(f"--output {args.output}: the file name must end with .csv or .json")
+    if args.every < 1:
+        raise UserInputError(f"--every must be >= 1, got {args.every}")
+    if args.annotate and not args.detect_faces:
+        raise UserInputError("--annotate needs --detect-faces")
     paths = expand_images(args.images)
+    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
+    if videos and not args.detect_faces:
+        raise UserInputError(f"{videos[0]} is a video: videos are read with --detect-faces")
+    if args.detect_faces:
+        require_cv2()
     device = resolve_device(args.device)
     model, processor = load_model(args.model, args.trust_remote_code)
     top_k = min(args.top_k, model.config.num_labels)
-    classifier = pipeline("image-classification", model=model, image_processor=processor, device=device)
-    results = predict_images(classifier, paths, top_k, args.batch_size)
-    text = to_json(results) if output is not None and output.suffix.lower() == ".json" else to_csv(results, top_k)
+    classifier = pipeline(
+        "image-classification",
+        model=model,
+        image_processor=processor,
+        device=device,
+        pipeline_class=SSPAImageClassificationPipeline,  # the one the model folder names: to_rgb, as in training
+    )
+    as_json = output is not None and output.suffix.lower() == ".json"
+    if args.detect_faces:
+        annotate_dir = Path(args.annotate) if args.annotate else None
+        rows = predict_faces(classifier, paths, preparation_of(model.config), top_k, args.every, annotate_dir)
+        results: Sequence[Any] = rows
+        text = face_rows_json(rows) if as_json else face_rows_csv(rows, top_k)
+    else:
+        results = predict_images(classifier, paths, top_k, args.batch_size)
+        text = to_json(results) if as_json else to_csv(results, top_k)
     if output is None:
         sys.stdout.write(text)
         return 0
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
-    print(f"wrote predictions for {len(results)} images to {output}", file=sys.stderr)
+    print(f"wrote {len(results)} prediction rows to {output}", file=sys.stderr)
     return 0
 
 

@@ -44,6 +44,7 @@ def train(
     (`status`), then push; return eval metrics. `push_at_end`: push once at the end although `args.push_to_hub`
     was turned off for the Trainer (the Hub could not be reached at start-up)."""
     from ..build import build_datasets, build_model
+    from ..data.sources import face_preparation
     from ..metrics import compute_metrics
     from ..run_folder import (
         CONFUSION_MATRIX,
@@ -60,6 +61,7 @@ def train(
     if args.should_save and args.save_strategy != "no":
         check_free_space(Path(args.output_dir), model)
     train_set, eval_set = build_datasets(data_args, seed=args.seed, report_dir=Path(args.output_dir))
+    model.config.face_preparation = face_preparation(data_args.target_dataset)  # what inference repeats
     if args.should_save:  # what `sspa-export-selection` needs to rebuild the training set
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}

@@ -101,15 +101,18 @@ class HaarFaceDetector:
             grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
         return self._cv2.equalizeHist(np.asarray(grey)), scale
 
-    def detect(self, image: Image.Image) -> Box | None:
-        """The largest face box (x, y, w, h) in `image` pixels, or None."""
+    def detect_all(self, image: Image.Image) -> list[Box]:
+        """Every face box (x, y, w, h) in `image` pixels, largest first (inference classifies each)."""
         grey, scale = self._grey(image)
         min_side = max(20, min(grey.shape) // 10)
         faces = self._face.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        if len(faces) == 0:
-            return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-        return x / scale, y / scale, w / scale, h / scale
+        ordered = sorted((tuple(int(v) for v in f) for f in faces), key=lambda f: (-f[2] * f[3], f[0], f[1]))
+        return [(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in ordered]
+
+    def detect(self, image: Image.Image) -> Box | None:
+        """The largest face box (x, y, w, h) in `image` pixels, or None (training keeps one face per frame)."""
+        found = self.detect_all(image)
+        return found[0] if found else None
 
     def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None:
         """Eye centres in a face crop (two largest detections in its upper half, image-left first), or None."""

@@ -6,10 +6,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import UserInputError
+from ..pixels import to_rgb
 
 #: Formats whose pixels are exact; a face cut from one is stored as PNG, from any other as JPEG.
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM", "PGM"})
@@ -73,17 +73,6 @@ def open_image(value: dict[str, Any] | None, name: str) -> Image.Image:
         return decode(read_bytes(value, name), name)
     except BadImageError as err:
         raise UserInputError(str(err)) from None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of any image: grayscale, palette (with transparency), RGBA, CMYK, 16-bit."""
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I;16"):
-        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
 
 
 def storable(image: Image.Image) -> Image.Image:

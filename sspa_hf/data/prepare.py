@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 
 from ..errors import UserInputError
 from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
-from .faces import DETECTION_MARGIN, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
+from .faces import DETECTION_MARGIN, Box, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
 from .images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
 from .saved import MANIFEST, load_prepared, read_manifest
 from .schema import GEOMETRY_COLUMNS, FaceWork, RawSource, SourceSpec, class_counts
@@ -230,17 +230,7 @@ def face_from(
                 face = crop_to_box(image, ((image.width - side) / 2, (image.height - side) / 2, side, side))
                 note = "no_face_kept"
             else:
-                square = widen(found, DETECTION_MARGIN, image.width, image.height)
-                face = crop_to_box(image, square)
-                if work.align:
-                    eyes = detector.detect_eyes(face)
-                    if eyes is None:
-                        note = "not_aligned"
-                    else:
-                        (lx, ly), (rx, ry) = eyes
-                        offset_x, offset_y = round(square[0]), round(square[1])
-                        left, right = (lx + offset_x, ly + offset_y), (rx + offset_x, ry + offset_y)
-                        face = align_on_eyes(image, left, right, aligned_size)
+                face, note = crop_detected(image, found, detector, DETECTION_MARGIN, work.align, aligned_size)
         elif work.align:
             if landmarks is None:
                 raise BadImageError(name, "no landmarks to align on")
@@ -251,6 +241,32 @@ def face_from(
             face = crop_to_box(image, box)
     except ValueError as err:
         raise BadImageError(name, str(err)) from None
+    return fit_size(face, image_size), note
+
+
+def crop_detected(
+    image: PILImage.Image, found: Box, detector: Any, widening: float, align: bool, aligned_size: int
+) -> tuple[PILImage.Image, str]:
+    """The face in detected box `found`: widened to a square, cropped, and aligned on detected eyes if `align`.
+
+    Shared by `sspa-prepare` (the largest face of a frame) and inference (`sspa_hf.face_inference`, every face),
+    so a face is prepared the same way at training and at inference. The note is "not_aligned" when no eyes
+    were found."""
+    square = widen(found, widening, image.width, image.height)
+    face = crop_to_box(image, square)
+    if not align:
+        return face, ""
+    eyes = detector.detect_eyes(face)
+    if eyes is None:
+        return face, "not_aligned"
+    (lx, ly), (rx, ry) = eyes
+    offset_x, offset_y = round(square[0]), round(square[1])
+    left, right = (lx + offset_x, ly + offset_y), (rx + offset_x, ry + offset_y)
+    return align_on_eyes(image, left, right, aligned_size), ""
+
+
+def fit_size(face: PILImage.Image, image_size: int) -> PILImage.Image:
+    """A face larger than `image_size` resized to `image_size` square (0 keeps every size), as stored by prepare."""
     if image_size and max(face.size) > image_size:
-        face = face.resize((image_size, image_size), PILImage.Resampling.BILINEAR)
-    return face, note
+        return face.resize((image_size, image_size), PILImage.Resampling.BILINEAR)
+    return face

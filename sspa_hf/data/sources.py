@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from datasets import DatasetDict
 
 from ..errors import UserInputError
-from .cache import PrepareOptions, cached, tree_fingerprint, up_to_date
-from .prepare import PrepareResult, prepare, prepare_cached
+from .cache import PrepareOptions, auto_cache, cached, tree_fingerprint, up_to_date
+from .faces import DETECTION_MARGIN
+from .prepare import ALIGNED_SIZE, PrepareResult, prepare, prepare_cached
 from .readers import FORMATS, format_list
 from .readers.guess import guess_format
-from .saved import is_saved_dataset, load_prepared
+from .saved import is_saved_dataset, load_prepared, read_manifest
 from .schema import GEOMETRY_COLUMNS, Options, RawSource, ReadContext, SourceSpec
 from .spec import parse_spec
 
@@ -82,3 +84,34 @@ def strip_geometry(splits: DatasetDict) -> DatasetDict:
     return DatasetDict(
         {name: ds.remove_columns([c for c in GEOMETRY_COLUMNS if c in ds.column_names]) for name, ds in splits.items()}
     )
+
+
+def face_preparation(spec: str) -> dict[str, Any]:
+    """How the faces of a loaded data set were prepared, as recorded in the model's config (`face_preparation`).
+
+    `{"faces": "detected", "detector": "haar", "box_widening": 1.2, "align": bool, "crop_size": N}` for detected
+    faces (inference repeats this with `--detect-faces`), "cropped_to_box" / "aligned_on_landmarks" for faces cut
+    with the data set's own boxes or landmarks, and "given" for images used as they are (given face crops)."""
+    parsed = parse_spec(spec)
+    if parsed.format is None:
+        folder: Path | None = Path(parsed.path).expanduser()
+    elif FORMATS[parsed.format].face_work:
+        folder = auto_cache(parsed)[0]
+    else:
+        folder = None
+    manifest = (read_manifest(folder) if folder is not None else None) or {}
+    work = manifest.get("face_work") or {}
+    size = int((manifest.get("options") or {}).get("image_size", 0))
+    if work.get("detect"):
+        return {
+            "faces": "detected",
+            "detector": "haar",
+            "box_widening": DETECTION_MARGIN,
+            "align": bool(work.get("align")),
+            "crop_size": size or (ALIGNED_SIZE if work.get("align") else 0),
+        }
+    if work.get("align"):
+        return {"faces": "aligned_on_landmarks", "crop_size": size or ALIGNED_SIZE}
+    if work.get("crop_box"):
+        return {"faces": "cropped_to_box", "crop_size": size}
+    return {"faces": "given", "crop_size": size}
