@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .data.faces import DETECTION_MARGIN, Box, get_detector
+from .data.faces import DEFAULT_DETECTOR, DETECTION_MARGIN, Box, check_detector, get_detector
 from .data.prepare import ALIGNED_SIZE, crop_detected, fit_size
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 #: Used for models saved before `face_preparation` was recorded: Haar, sspa-prepare's widening, no alignment.
 DEFAULT_PREPARATION: dict[str, Any] = {
     "faces": "unknown",
-    "detector": "haar",
+    "detector": DEFAULT_DETECTOR,
     "box_widening": DETECTION_MARGIN,
     "align": False,
     "crop_size": 0,
@@ -41,26 +41,42 @@ class FaceRow:
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def preparation_of(config: Any) -> dict[str, Any]:
-    """The face work recorded in a model config, completed with the defaults; logs what a mismatch means."""
+def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
+    """The face work recorded in a model config, completed with the defaults; logs what a mismatch means.
+
+    `detector` (sspa-predict --detector) replaces the recorded detector, with a warning when it differs."""
+    if detector is not None:
+        check_detector(detector, "--detector")
     recorded = getattr(config, "face_preparation", None) or {}
     preparation = {**DEFAULT_PREPARATION, **recorded}
     if preparation["faces"] != "detected":
         known = "record no face preparation" if preparation["faces"] == "unknown" else "were not detected"
         logger.warning(
-            "the model's training faces %s (%s): --detect-faces crops with Haar and widening %.2f, which may "
+            "the model's training faces %s (%s): --detect-faces crops with %s and widening %.2f, which may "
             "differ from them",
             known,
             preparation["faces"].replace("_", " "),
+            detector or DEFAULT_PREPARATION["detector"],
             DEFAULT_PREPARATION["box_widening"],
         )
-        preparation.update(align=False, box_widening=DEFAULT_PREPARATION["box_widening"])
+        preparation.update(
+            align=False, box_widening=DEFAULT_PREPARATION["box_widening"], detector=DEFAULT_PREPARATION["detector"]
+        )
+    elif detector is not None and detector != preparation["detector"]:
+        logger.warning(
+            "--detector %s differs from the detector the model's training faces were found with (%s): "
+            "faces may be framed differently from those the model learned on",
+            detector,
+            preparation["detector"],
+        )
+    if detector is not None:
+        preparation["detector"] = detector
     return preparation
 
 
 def find_faces(image: Image.Image, preparation: dict[str, Any]) -> list[tuple[Box, Image.Image]]:
     """Every detected face of `image` (largest first): its box and the face prepared as at training time."""
-    detector = get_detector()
+    detector = get_detector(preparation["detector"])
     crop_size = int(preparation["crop_size"])
     widening, align = float(preparation["box_widening"]), bool(preparation["align"])
     faces = []

@@ -140,7 +140,7 @@ def test_caer_s_faces_are_detected_cropped_and_frames_without_one_listed(tmp_pat
     build_caer_s(tmp_path / "caer")
     frame = tmp_path / "caer" / "test" / "Sad" / "0001.png"
     Image.new("RGB", (64, 36)).save(frame)  # a black frame: no face
-    monkeypatch.setattr(prepare_module, "get_detector", lambda: FakeDetector())
+    monkeypatch.setattr(prepare_module, "get_detector", lambda name: FakeDetector())
     code, stdout, _ = run(capsys, f"caer_s:{tmp_path / 'caer'}", str(tmp_path / "out"), "--image-size", "16")
     assert code == 0 and "1 frame(s) without a detected face left out" in stdout
     ds = load_source(str(tmp_path / "out"))

@@ -1,11 +1,14 @@
 """Inference on whole photos and videos: real faces (scikit-image's bundled astronaut) pasted into 640x480 frames
 are found by `sspa-predict --detect-faces` and classified exactly as `sspa-predict` classifies the crops
-`sspa-prepare` makes from the same frames."""
+`sspa-prepare` makes from the same frames, with each face detector (Haar, and dlib when installed)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +26,9 @@ from sspa_hf.commands import evaluate as eval_command  # noqa: E402
 from sspa_hf.commands import predict as predict_command  # noqa: E402
 from sspa_hf.commands import prepare as prepare_command  # noqa: E402
 from sspa_hf.data import load_prepared  # noqa: E402
-from sspa_hf.data.faces import DETECTION_MARGIN  # noqa: E402
+from sspa_hf.data.faces import DETECTION_MARGIN, DlibFaceDetector  # noqa: E402
 from sspa_hf.data.sources import face_preparation  # noqa: E402
+from sspa_hf.errors import UserInputError  # noqa: E402
 from sspa_hf.face_inference import preparation_of  # noqa: E402
 
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
@@ -38,7 +42,12 @@ FRAMES = {
     "turned": [(220, 20, (100, 100))],
     "none": [],
 }
+#: Turned 30 degrees: Haar misses this face, dlib finds it (IoU 0.65).
+TURNED_30 = [(200, 30, (200, 150))]
 IOU_THRESHOLD = 0.5
+DLIB = pytest.param(
+    "dlib", marks=pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="needs dlib-bin (dev extra)")
+)
 
 
 def astronaut_face() -> Image.Image:
@@ -49,15 +58,15 @@ def astronaut_face() -> Image.Image:
         return image.convert("RGB").crop((x - w // 2, y - h // 2, x + w + w // 2, y + h + h // 2))
 
 
-def known_boxes(name: str) -> list[tuple[float, float, float, float]]:
+def known_boxes(pasted: list) -> list[tuple[float, float, float, float]]:
     """Where the faces of a frame are: the middle half of each pasted crop."""
-    return [(x + side / 4, y + side / 4, side / 2, side / 2) for side, _, (x, y) in FRAMES[name]]
+    return [(x + side / 4, y + side / 4, side / 2, side / 2) for side, _, (x, y) in pasted]
 
 
-def make_frame(name: str, seed: int) -> Image.Image:
+def make_frame(pasted: list, seed: int) -> Image.Image:
     noise = np.random.default_rng(seed).integers(60, 200, (480, 640, 3), dtype=np.uint8)
     frame = Image.fromarray(noise)
-    for side, angle, corner in FRAMES[name]:
+    for side, angle, corner in pasted:
         frame.paste(astronaut_face().resize((side, side)).rotate(angle, resample=Image.Resampling.BILINEAR), corner)
     return frame
 
@@ -70,20 +79,23 @@ def iou(a, b) -> float:
     return w * h / (aw * ah + bw * bh - w * h)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict:
-    """CAER-S-style frames, sspa-prepare's crops of them, and a tiny model trained (recorded) on those crops."""
-    root = tmp_path_factory.mktemp("faceinference")
+@pytest.fixture(scope="module", params=["haar", DLIB])
+def setup(request, tmp_path_factory) -> dict:
+    """CAER-S-style frames, sspa-prepare's crops of them (found by one detector: Haar by default, or the spec's
+    `detector=`), and a tiny model trained (recorded) on those crops."""
+    detector = request.param
+    root = tmp_path_factory.mktemp(f"faceinference_{detector}")
     frames = root / "frames"
     frames.mkdir()
     for seed, name in enumerate(FRAMES):
-        image = make_frame(name, seed)
+        image = make_frame(FRAMES[name], seed)
         image.save(frames / f"{name}.png")
         for split in ("train", "test"):
             (root / "caer" / split / "Happy").mkdir(parents=True, exist_ok=True)
             image.save(root / "caer" / split / "Happy" / f"{name}.png")
     prepared = root / "prepared"
-    assert prepare_command.main([f"caer_s:{root / 'caer'}", str(prepared), "--image-size", "64", "-q"]) == 0
+    spec = f"caer_s:{root / 'caer'}" + ("" if detector == "haar" else f"?detector={detector}")
+    assert prepare_command.main([spec, str(prepared), "--image-size", "64", "-q"]) == 0
     torch.manual_seed(0)
     model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48)).eval()
     with torch.no_grad():
@@ -91,7 +103,7 @@ def setup(tmp_path_factory) -> dict:
     model.config.face_preparation = face_preparation(str(prepared))  # what sspa-train records
     model.save_pretrained(root / "model")
     make_image_processor(48).save_pretrained(root / "model")
-    return {"root": root, "frames": frames, "prepared": prepared, "model": root / "model"}
+    return {"root": root, "frames": frames, "prepared": prepared, "model": root / "model", "detector": detector}
 
 
 def _predict_faces(setup, *extra: str) -> list[dict]:
@@ -105,12 +117,14 @@ def test_the_model_folder_records_the_face_work_of_its_training_faces(setup):
     config = json.loads((setup["model"] / "config.json").read_text())
     assert config["face_preparation"] == {
         "faces": "detected",
-        "detector": "haar",
+        "detector": setup["detector"],
         "box_widening": DETECTION_MARGIN,
         "align": False,
         "crop_size": 64,
     }
     assert preparation_of(SSPAConfig(**config))["crop_size"] == 64
+    manifest = json.loads((setup["prepared"] / "sspa_prepare.json").read_text())
+    assert manifest["face_work"]["detector"] == setup["detector"]
 
 
 def test_detect_faces_finds_every_pasted_face_and_says_when_there_is_none(setup):
@@ -122,7 +136,7 @@ def test_detect_faces_finds_every_pasted_face_and_says_when_there_is_none(setup)
             assert mine == [{"path": mine[0]["path"], "frame": None, "face": None, "box": None, "predictions": []}]
             continue
         assert len(mine) == len(FRAMES[name]), name
-        for known in known_boxes(name):
+        for known in known_boxes(FRAMES[name]):
             assert max(iou(known, r["box"]) for r in mine) >= IOU_THRESHOLD, (name, known, mine)
         assert (annotated / f"{name}.annotated.png").is_file()
 
@@ -145,6 +159,7 @@ def test_each_face_is_classified_as_sspa_predict_classifies_sspa_prepares_crop(s
         )
 
 
+@pytest.mark.parametrize("setup", ["haar"], indirect=True)
 def test_a_video_gives_rows_per_frame_and_an_annotated_video(setup, tmp_path):
     clip = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 480))
@@ -162,6 +177,7 @@ def test_a_video_gives_rows_per_frame_and_an_annotated_video(setup, tmp_path):
     video.release()
 
 
+@pytest.mark.parametrize("setup", ["haar"], indirect=True)
 def test_a_video_without_detect_faces_and_annotate_alone_are_one_line_errors(setup, tmp_path, capsys):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")
@@ -171,6 +187,7 @@ def test_a_video_without_detect_faces_and_annotate_alone_are_one_line_errors(set
     assert "--annotate needs --detect-faces" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setup", ["haar"], indirect=True)
 @pytest.mark.parametrize("command", [predict_command, eval_command])
 def test_a_killed_run_names_its_last_checkpoint(setup, tmp_path, capsys, command):
     run = tmp_path / "run"
@@ -181,3 +198,38 @@ def test_a_killed_run_names_its_last_checkpoint(setup, tmp_path, capsys, command
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "the run did not finish" in err and str(run / "checkpoint-10") in err
+
+
+@pytest.mark.parametrize("setup", [DLIB], indirect=True)
+def test_the_recorded_detector_finds_the_faces_at_inference_and_detector_overrides_it(setup, tmp_path, caplog):
+    make_frame(TURNED_30, 7).save(tmp_path / "turned30.png")
+    out = tmp_path / "rows.json"
+    argv = [str(setup["model"]), str(tmp_path / "turned30.png"), "--detect-faces", "--output", str(out)]
+    assert predict_command.main(argv) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and iou(known_boxes(TURNED_30)[0], rows[0]["box"]) >= IOU_THRESHOLD, rows
+    with caplog.at_level(logging.WARNING, logger="sspa_hf.face_inference"):
+        assert predict_command.main([*argv, "--detector", "haar"]) == 0
+    assert "--detector haar differs from the detector the model's training faces were found with (dlib)" in caplog.text
+    assert [r["face"] for r in json.loads(out.read_text())] == [None]  # Haar misses the turned face
+
+
+@pytest.mark.parametrize("setup", ["haar"], indirect=True)
+def test_an_unknown_detector_is_a_one_line_error_naming_it_and_the_choices(setup, tmp_path, capsys):
+    spec = f"caer_s:{setup['root'] / 'caer'}?detector=yolo"
+    assert prepare_command.main([spec, str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "detector='yolo'" in err and "haar, dlib" in err, err
+    assert not (tmp_path / "out").exists()
+    argv = [str(setup["model"]), str(setup["frames"]), "--detect-faces", "--detector", "yolo"]
+    assert predict_command.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--detector: unknown face detector 'yolo'; expected one of haar, dlib" in err
+    assert predict_command.main([str(setup["model"]), str(setup["frames"]), "--detector", "dlib"]) == 2
+    assert "--detector needs --detect-faces" in capsys.readouterr().err
+
+
+def test_missing_dlib_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(UserInputError, match=r"pip install 'sspa-hf\[dlib\]'"):
+        DlibFaceDetector()

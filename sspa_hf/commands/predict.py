@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.faces import require_cv2
+from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
 from ..data.images import BadImageError, decode, to_rgb
 from ..data.schema import IMAGE_EXTENSIONS
 from ..errors import UserInputError
@@ -81,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--detect-faces",
         action="store_true",
-        help="find every face (Haar, needs the faces extra) and prepare it as the model's training faces were",
+        help="find every face (with the model's recorded detector; needs the faces extra) and prepare it as the "
+        "model's training faces were",
+    )
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="NAME",
+        help=f"with --detect-faces: one of {', '.join(DETECTORS)} instead of the detector the model's training "
+        "faces were found with (recorded in the model; the default)",
     )
     parser.add_argument(
         "--annotate",
@@ -279,6 +287,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--every must be >= 1, got {args.every}")
     if args.annotate and not args.detect_faces:
         raise UserInputError("--annotate needs --detect-faces")
+    if args.detector is not None:
+        if not args.detect_faces:
+            raise UserInputError("--detector needs --detect-faces")
+        check_detector(args.detector, "--detector")
     paths = expand_images(args.images)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
     if videos and not args.detect_faces:
@@ -298,7 +310,9 @@ def run(args: argparse.Namespace) -> int:
     as_json = output is not None and output.suffix.lower() == ".json"
     if args.detect_faces:
         annotate_dir = Path(args.annotate) if args.annotate else None
-        rows = predict_faces(classifier, paths, preparation_of(model.config), top_k, args.every, annotate_dir)
+        preparation = preparation_of(model.config, args.detector)
+        get_detector(preparation["detector"])  # a missing detector package fails here, before any image is read
+        rows = predict_faces(classifier, paths, preparation, top_k, args.every, annotate_dir)
         results: Sequence[Any] = rows
         text = face_rows_json(rows) if as_json else face_rows_csv(rows, top_k)
     else:

@@ -1,14 +1,17 @@
 """Face geometry: crop to a box, align on the eye centres by a similarity transform, and detect faces offline.
 
-Detection uses OpenCV's Haar cascades, whose model files ship inside the `opencv-python-headless` wheel (the
-`faces` extra), so nothing is downloaded at run time. OpenCV is imported only when detection is asked for.
+Two detectors, in the table `DETECTORS`, both with their weights inside a wheel (nothing is downloaded at run
+time): OpenCV's Haar cascades (`haar`, the default; the `faces` extra) and dlib's HOG detector (`dlib`; the `dlib`
+extra), which finds more turned and small faces. Either is imported only when detection is asked for.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -80,10 +83,35 @@ def require_cv2():
     return cv2
 
 
+#: Frames are shrunk to at most this side before detection, for speed (boxes are given in the frame's pixels).
+MAX_SIDE = 640
+
+
+def shrunk_grey(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
+    """The grey image shrunk to at most `max_side`, and the scale applied."""
+    grey = image.convert("L")
+    scale = min(1.0, max_side / max(grey.size))
+    if scale < 1.0:
+        grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
+    return np.asarray(grey), scale
+
+
+def largest_first(boxes: Sequence[Box], scale: float) -> list[Box]:
+    """Boxes found on a shrunk image, back in the frame's pixels, largest first (ties: leftmost, topmost)."""
+    ordered = sorted(boxes, key=lambda f: (-f[2] * f[3], f[0], f[1]))
+    return [(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in ordered]
+
+
+class FaceDetector(Protocol):
+    """What sspa-prepare and inference ask of a detector."""
+
+    def detect_all(self, image: Image.Image) -> list[Box]: ...
+    def detect(self, image: Image.Image) -> Box | None: ...
+    def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None: ...
+
+
 class HaarFaceDetector:
     """The largest frontal face (and its eyes) in an image, with OpenCV's bundled Haar cascades."""
-
-    max_side = 640  # frames are shrunk to this before detection, for speed
 
     def __init__(self) -> None:
         cv2 = require_cv2()
@@ -94,20 +122,13 @@ class HaarFaceDetector:
         if self._face.empty() or self._eyes.empty():
             raise UserInputError(f"OpenCV's Haar cascade files are missing from {root}")
 
-    def _grey(self, image: Image.Image) -> tuple[np.ndarray, float]:
-        grey = image.convert("L")
-        scale = min(1.0, self.max_side / max(grey.size))
-        if scale < 1.0:
-            grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
-        return self._cv2.equalizeHist(np.asarray(grey)), scale
-
     def detect_all(self, image: Image.Image) -> list[Box]:
         """Every face box (x, y, w, h) in `image` pixels, largest first (inference classifies each)."""
-        grey, scale = self._grey(image)
+        grey, scale = shrunk_grey(image, MAX_SIDE)
+        grey = self._cv2.equalizeHist(grey)
         min_side = max(20, min(grey.shape) // 10)
         faces = self._face.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        ordered = sorted((tuple(int(v) for v in f) for f in faces), key=lambda f: (-f[2] * f[3], f[0], f[1]))
-        return [(x / scale, y / scale, w / scale, h / scale) for x, y, w, h in ordered]
+        return largest_first([tuple(int(v) for v in f) for f in faces], scale)
 
     def detect(self, image: Image.Image) -> Box | None:
         """The largest face box (x, y, w, h) in `image` pixels, or None (training keeps one face per frame)."""
@@ -129,7 +150,66 @@ class HaarFaceDetector:
         return (float(centres[0][0]), float(centres[0][1])), (float(centres[1][0]), float(centres[1][1]))
 
 
-@lru_cache(maxsize=1)
-def get_detector() -> HaarFaceDetector:
-    """One detector per process (worker processes build their own)."""
-    return HaarFaceDetector()
+class DlibFaceDetector:
+    """Faces from dlib's HOG frontal-face detector (its weights are compiled into the `dlib-bin` wheel).
+
+    dlib's landmark model is not shipped, so the eyes for `--align` come from OpenCV's Haar eye cascade on the crop."""
+
+    upsample = 1  # dlib's pyramid upsampling: finds faces down to about 40 px in a 640 px frame
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise UserInputError("the dlib face detector needs dlib: pip install 'sspa-hf[dlib]'") from None
+        self._hog = dlib.get_frontal_face_detector()
+        self._eyes: HaarFaceDetector | None = None
+
+    def detect_all(self, image: Image.Image) -> list[Box]:
+        """Every face box (x, y, w, h) in `image` pixels, largest first (inference classifies each)."""
+        grey, scale = shrunk_grey(image, MAX_SIDE)
+        found = self._hog(grey, self.upsample)
+        return largest_first([(r.left(), r.top(), r.width(), r.height()) for r in found], scale)
+
+    def detect(self, image: Image.Image) -> Box | None:
+        """The largest face box (x, y, w, h) in `image` pixels, or None (training keeps one face per frame)."""
+        found = self.detect_all(image)
+        return found[0] if found else None
+
+    def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None:
+        """Eye centres in a face crop, from the Haar eye cascade (built on first use: only `--align` needs it)."""
+        if self._eyes is None:
+            self._eyes = HaarFaceDetector()
+        return self._eyes.detect_eyes(face)
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One face detector a data spec (`detector=NAME`) or `sspa-predict --detector` can name."""
+
+    name: str
+    build: Callable[[], FaceDetector]
+    description: str
+
+
+DETECTORS: dict[str, Detector] = {
+    d.name: d
+    for d in (
+        Detector("haar", HaarFaceDetector, "OpenCV's Haar cascades (the faces extra; the default)"),
+        Detector("dlib", DlibFaceDetector, "dlib's HOG detector (the dlib extra): more turned and small faces"),
+    )
+}
+DEFAULT_DETECTOR = "haar"
+
+
+def check_detector(name: str, where: str) -> str:
+    """`name` if it is in DETECTORS, else a one-line error naming `where` it came from, the value and the choices."""
+    if name not in DETECTORS:
+        raise UserInputError(f"{where}: unknown face detector {name!r}; expected one of {', '.join(DETECTORS)}")
+    return name
+
+
+@cache
+def get_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
+    """One detector of each kind per process (worker processes build their own)."""
+    return DETECTORS[check_detector(name, "face detection")].build()

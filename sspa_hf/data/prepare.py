@@ -221,7 +221,7 @@ def face_from(
     face = image
     try:
         if work.detect:
-            detector = get_detector()
+            detector = get_detector(work.detector)
             found = detector.detect(image)
             if found is None:
                 if work.no_face == "drop":

@@ -294,6 +294,7 @@ class FaceWork:
     detect: bool = False  # find the face with a detector (CAER-S frames)
     align: bool = False  # similarity-align on the eyes (from `landmarks`, or detected eyes)
     no_face: str = "drop"  # detection found nothing: "drop" (listed in no_face.tsv) or "keep" the frame
+    detector: str = "haar"  # which face detector finds the face (`sspa_hf.data.faces.DETECTORS`)
 
     @property
     def needed(self) -> bool:

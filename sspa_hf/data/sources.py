@@ -10,7 +10,7 @@ from datasets import DatasetDict
 
 from ..errors import UserInputError
 from .cache import PrepareOptions, auto_cache, cached, tree_fingerprint, up_to_date
-from .faces import DETECTION_MARGIN
+from .faces import DEFAULT_DETECTOR, DETECTION_MARGIN
 from .prepare import ALIGNED_SIZE, PrepareResult, prepare, prepare_cached
 from .readers import FORMATS, format_list
 from .readers.guess import guess_format
@@ -89,9 +89,9 @@ def strip_geometry(splits: DatasetDict) -> DatasetDict:
 def face_preparation(spec: str) -> dict[str, Any]:
     """How the faces of a loaded data set were prepared, as recorded in the model's config (`face_preparation`).
 
-    `{"faces": "detected", "detector": "haar", "box_widening": 1.2, "align": bool, "crop_size": N}` for detected
-    faces (inference repeats this with `--detect-faces`), "cropped_to_box" / "aligned_on_landmarks" for faces cut
-    with the data set's own boxes or landmarks, and "given" for images used as they are (given face crops)."""
+    `{"faces": "detected", "detector": "haar"|"dlib", "box_widening": 1.2, "align": bool, "crop_size": N}` for
+    detected faces (inference repeats this with `--detect-faces`), "cropped_to_box" / "aligned_on_landmarks" for
+    faces cut with the data set's own boxes or landmarks, and "given" for images used as they are (given face crops)."""
     parsed = parse_spec(spec)
     if parsed.format is None:
         folder: Path | None = Path(parsed.path).expanduser()
@@ -105,7 +105,7 @@ def face_preparation(spec: str) -> dict[str, Any]:
     if work.get("detect"):
         return {
             "faces": "detected",
-            "detector": "haar",
+            "detector": work.get("detector", DEFAULT_DETECTOR),  # manifests before the choice: Haar
             "box_widening": DETECTION_MARGIN,
             "align": bool(work.get("align")),
             "crop_size": size or (ALIGNED_SIZE if work.get("align") else 0),
