@@ -1,11 +1,12 @@
 """Issue 20 figures: faces found per detector on 640x480 frames with real faces pasted at known places, time per
 frame, and ONNX Runtime against PyTorch (parity of the probabilities, images/s) for ResNet-18 and ARM, k = 3.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_face_inference.py [--dlib-path DIR]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_face_inference.py
 
-The face is scikit-image's bundled astronaut (tests/test_face_inference.py). dlib's HOG detector (its weights are
-compiled into the `dlib-bin` wheel) is measured when it can be imported (`--dlib-path`: a `pip install --target`
-folder). One thread everywhere (cv2.setNumThreads(1), torch.set_num_threads(1), onnxruntime intra_op 1).
+The face is scikit-image's bundled astronaut (tests/test_face_inference.py). Both detectors of
+`sspa_hf.data.faces.DETECTORS` are measured through `get_detector(name).detect_all`, as sspa-prepare and
+sspa-predict use them (dlib: pip install 'sspa-hf[dlib]'; a row says when it is missing). One thread everywhere
+(cv2.setNumThreads(1), torch.set_num_threads(1), onnxruntime intra_op 1).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from test_face_inference import astronaut_face, iou  # noqa: E402
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor  # noqa: E402
 from sspa_hf.data.faces import get_detector  # noqa: E402
+from sspa_hf.errors import UserInputError  # noqa: E402
 from sspa_hf.onnx_export import export_onnx, onnx_probabilities  # noqa: E402
 
 SIDES = (64, 96, 128, 192, 256)  # pasted crop side; the face is its middle half (32 to 128 px)
@@ -61,17 +63,6 @@ def measure_detector(name: str, detect, data) -> None:
         f"| {name} | {found[0.5]}/{len(data)} | {found[0.3]}/{len(data)} | {false} | "
         f"{1000 * np.median(seconds):.1f} ms |"
     )
-
-
-def dlib_detect():
-    import dlib
-
-    hog = dlib.get_frontal_face_detector()
-
-    def detect(frame: Image.Image):
-        return [(r.left(), r.top(), r.width(), r.height()) for r in hog(np.asarray(frame), 1)]
-
-    return detect
 
 
 def measure_onnx(backbone: str) -> None:
@@ -115,11 +106,7 @@ def measure_onnx(backbone: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dlib-path", default=None, help="a folder holding dlib (pip install --target)")
-    args = parser.parse_args()
-    if args.dlib_path:
-        sys.path.insert(0, args.dlib_path)
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     import cv2
 
     cv2.setNumThreads(1)
@@ -127,11 +114,11 @@ def main() -> None:
     data = frames()
     print("| detector | found, IoU >= 0.5 | found, IoU >= 0.3 | other boxes | median time per 640x480 frame |")
     print("|---|---|---|---|---|")
-    measure_detector("Haar (OpenCV, default)", get_detector().detect_all, data)
-    try:
-        measure_detector("dlib HOG (upsample 1)", dlib_detect(), data)
-    except ImportError:
-        print("| dlib HOG | not installed | | | |")
+    for name, label in (("haar", "Haar (OpenCV, default)"), ("dlib", "dlib HOG (upsample 1, grey)")):
+        try:
+            measure_detector(label, get_detector(name).detect_all, data)
+        except UserInputError as err:
+            print(f"| {label} | not installed: {err} | | | |")
     print()
     print(
         "| model | max abs diff of probabilities (batch 8, and 8 x batch 1) | PyTorch img/s, batch 1 | ONNX Runtime "
