@@ -118,16 +118,23 @@ def resume_line(chosen: Path, skipped: list[tuple[Path, str]]) -> str:
     return line
 
 
-def resolve_resume(output_dir: str | Path, need_optimizer: bool = True) -> Path:
-    """`--resume_from_checkpoint true`: the newest complete checkpoint, said in one line; else a UserInputError."""
-    chosen, skipped = latest_complete_checkpoint(output_dir, need_optimizer)
-    if chosen is None:
-        why = "; ".join(f"{p.name}: {reason}" for p, reason in skipped)
-        raise UserInputError(
-            f"No checkpoint to resume from in output_dir {output_dir}" + (f" (none complete: {why})" if why else "")
-        )
-    print(f"sspa-train: {resume_line(chosen, skipped)}", file=sys.stderr)
-    return chosen
+def resolve_resume(resume: str | bool | None, output_dir: str | Path, need_optimizer: bool = True) -> str | None:
+    """`resume_from_checkpoint` as a checkpoint folder, or None: `true` is the newest complete checkpoint of
+    `output_dir` (said in one line), a given folder must be complete; else a UserInputError."""
+    if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
+        chosen, skipped = latest_complete_checkpoint(output_dir, need_optimizer)
+        if chosen is None:
+            why = "; ".join(f"{p.name}: {reason}" for p, reason in skipped)
+            raise UserInputError(
+                f"No checkpoint to resume from in output_dir {output_dir}" + (f" (none complete: {why})" if why else "")
+            )
+        print(f"sspa-train: {resume_line(chosen, skipped)}", file=sys.stderr)
+        return str(chosen)
+    if isinstance(resume, str) and resume:
+        if problem := checkpoint_problem(resume, need_optimizer):
+            raise UserInputError(f"resume_from_checkpoint {resume}: {problem}")
+        return resume
+    return None
 
 
 def fsync_tree(folder: Path) -> None:

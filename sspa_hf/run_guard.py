@@ -72,15 +72,27 @@ def lock_holder(output_dir: Path) -> dict[str, Any] | None:
     return record if time.time() - float(beat) < STALE_AFTER_S else None
 
 
+def in_use(output_dir: Path, holder: dict[str, Any]) -> UserInputError:
+    """The one-line refusal of a folder whose lock a live run holds."""
+    return UserInputError(
+        f"output_dir {output_dir} is in use by a training run (PID {holder.get('pid')} on {holder.get('host')}, "
+        f"since {holder.get('started')}); wait for it to end or choose another --output_dir"
+    )
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest existing parent (where a folder not made yet will be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output_dir(output_dir: Path, resume: bool, overwrite: bool, data_record: dict[str, Any]) -> None:
     """Refuse, before writing anything, a folder in use, a complete run, an unfinished run not resumed, a resume
     on other data, and a folder that cannot be written."""
     holder = lock_holder(output_dir) if output_dir.is_dir() else None
     if holder is not None:
-        raise UserInputError(
-            f"output_dir {output_dir} is in use by a training run (PID {holder.get('pid')} on {holder.get('host')}, "
-            f"since {holder.get('started')}); wait for it to end or choose another --output_dir"
-        )
+        raise in_use(output_dir, holder)
     status = _read_json(output_dir / RUN_STATUS) or {}
     complete = status.get("status") == "complete" or (
         not status and (output_dir / "config.json").is_file() and (output_dir / "model.safetensors").is_file()
@@ -118,9 +130,7 @@ def _check_same_data(output_dir: Path, data_record: dict[str, Any]) -> None:
 
 def check_writable(output_dir: Path, minimum_free: int = 1 << 20) -> None:
     """The folder (or the nearest existing parent it will be made in) must be writable and have some space."""
-    existing = output_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(output_dir)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserInputError(f"output_dir {output_dir}: {existing} is not writable (read-only or not yours)")
     free = shutil.disk_usage(existing).free
@@ -131,10 +141,7 @@ def check_writable(output_dir: Path, minimum_free: int = 1 << 20) -> None:
 def check_free_space(output_dir: Path, model: Any) -> None:
     """Before training: room for at least one checkpoint (weights + optimizer state, about 3x the parameters)."""
     needed = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
-    existing = output_dir if output_dir.exists() else output_dir.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = shutil.disk_usage(nearest_existing(output_dir)).free
     if free < needed:
         raise UserInputError(
             f"output_dir {output_dir}: {free / 2**20:.1f} MB free, a checkpoint of this model needs about "
@@ -158,10 +165,7 @@ class RunLock:
             except FileExistsError:
                 holder = lock_holder(self.path.parent)
                 if holder is not None:
-                    raise UserInputError(
-                        f"output_dir {self.path.parent} is in use by a training run (PID {holder.get('pid')} on "
-                        f"{holder.get('host')}, since {holder.get('started')}); choose another --output_dir"
-                    ) from None
+                    raise in_use(self.path.parent, holder) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:

@@ -21,7 +21,6 @@ from transformers.trainer_utils import rotate_checkpoints
 from .arguments import SSPATrainingArguments
 from .checkpoints import (
     STAGING,
-    checkpoint_problem,
     disk_full,
     latest_complete_checkpoint,
     publish,
@@ -287,17 +286,12 @@ class SSPATrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, from the newest complete checkpoint (`True`), restoring its selection state."""
-        need_optimizer = not self.args.save_only_model
-        if resume_from_checkpoint is True or (
-            isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true"
-        ):
-            resume_from_checkpoint = str(resolve_resume(self.args.output_dir, need_optimizer))
-        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint:
-            problem = checkpoint_problem(resume_from_checkpoint, need_optimizer)
-            if problem:
-                raise UserInputError(f"resume_from_checkpoint {resume_from_checkpoint}: {problem}")
+        resume_from_checkpoint = resolve_resume(
+            resume_from_checkpoint, self.args.output_dir, need_optimizer=not self.args.save_only_model
+        )
+        if resume_from_checkpoint:
             self.selector.load(resume_from_checkpoint)
-        output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         if self.args.selection_mode == "transition":
             self._judge_with_transition()
         self._check_ranks_agree()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import checkpoints_newest_first
 from ..errors import UserInputError
 
 
@@ -89,9 +90,9 @@ def check_finished_run(name: str) -> None:
     folder = Path(name).expanduser()
     if not folder.is_dir() or (folder / "config.json").is_file():
         return
-    checkpoints = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    checkpoints = checkpoints_newest_first(folder)
     if checkpoints:
-        last = max(checkpoints, key=lambda p: int(p.name.split("-")[-1]))
+        last = checkpoints[0]
         raise UserInputError(
             f"{name} holds no saved model: the run did not finish; its last checkpoint {last} can be given as the model"
         )

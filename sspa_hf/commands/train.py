@@ -21,7 +21,7 @@ from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
-from ..checkpoints import checkpoint_problem, resolve_resume, terminate
+from ..checkpoints import resolve_resume, terminate
 from ..errors import UserInputError
 from ..metrics import classification_metrics, format_summary
 from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
@@ -196,13 +196,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
 def check_resume(args: SSPATrainingArguments) -> None:
     """`--resume_from_checkpoint true` becomes the newest complete checkpoint (said in one line), a given one must
     be complete: before any work, so that a run with nothing to resume leaves nothing behind."""
-    resume, need_optimizer = args.resume_from_checkpoint, not args.save_only_model
-    if not resume:
-        return
-    if resume.lower() == "true":
-        args.resume_from_checkpoint = str(resolve_resume(args.output_dir, need_optimizer))
-    elif problem := checkpoint_problem(resume, need_optimizer):
-        raise UserInputError(f"resume_from_checkpoint {resume}: {problem}")
+    args.resume_from_checkpoint = resolve_resume(
+        args.resume_from_checkpoint, args.output_dir, need_optimizer=not args.save_only_model
+    )
 
 
 def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) -> bool:
