@@ -110,7 +110,19 @@ class FaceDetector(Protocol):
     def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None: ...
 
 
-class HaarFaceDetector:
+class _LargestFace:
+    """`detect` from a detector's `detect_all`: training keeps one face per frame, the largest."""
+
+    def detect_all(self, image: Image.Image) -> list[Box]:
+        raise NotImplementedError
+
+    def detect(self, image: Image.Image) -> Box | None:
+        """The largest face box (x, y, w, h) in `image` pixels, or None."""
+        found = self.detect_all(image)
+        return found[0] if found else None
+
+
+class HaarFaceDetector(_LargestFace):
     """The largest frontal face (and its eyes) in an image, with OpenCV's bundled Haar cascades."""
 
     def __init__(self) -> None:
@@ -130,11 +142,6 @@ class HaarFaceDetector:
         faces = self._face.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
         return largest_first([tuple(int(v) for v in f) for f in faces], scale)
 
-    def detect(self, image: Image.Image) -> Box | None:
-        """The largest face box (x, y, w, h) in `image` pixels, or None (training keeps one face per frame)."""
-        found = self.detect_all(image)
-        return found[0] if found else None
-
     def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None:
         """Eye centres in a face crop (two largest detections in its upper half, image-left first), or None."""
         grey = self._cv2.equalizeHist(np.asarray(face.convert("L")))
@@ -150,7 +157,7 @@ class HaarFaceDetector:
         return (float(centres[0][0]), float(centres[0][1])), (float(centres[1][0]), float(centres[1][1]))
 
 
-class DlibFaceDetector:
+class DlibFaceDetector(_LargestFace):
     """Faces from dlib's HOG frontal-face detector (its weights are compiled into the `dlib-bin` wheel).
 
     dlib's landmark model is not shipped, so the eyes for `--align` come from OpenCV's Haar eye cascade on the crop."""
@@ -170,11 +177,6 @@ class DlibFaceDetector:
         grey, scale = shrunk_grey(image, MAX_SIDE)
         found = self._hog(grey, self.upsample)
         return largest_first([(r.left(), r.top(), r.width(), r.height()) for r in found], scale)
-
-    def detect(self, image: Image.Image) -> Box | None:
-        """The largest face box (x, y, w, h) in `image` pixels, or None (training keeps one face per frame)."""
-        found = self.detect_all(image)
-        return found[0] if found else None
 
     def detect_eyes(self, face: Image.Image) -> tuple[Point, Point] | None:
         """Eye centres in a face crop, from the Haar eye cascade (built on first use: only `--align` needs it)."""
