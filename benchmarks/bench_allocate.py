@@ -54,7 +54,7 @@ def slsqp_default_tolerance(h: np.ndarray, n: int) -> np.ndarray:
 
 def timed(method: str, cases: list[tuple[np.ndarray, int]]) -> tuple[list[np.ndarray], float]:
     start = time.perf_counter()
-    results = [allocate(h, n, method) for h, n in cases]
+    results = [allocate(h, n, method=method) for h, n in cases]
     return results, (time.perf_counter() - start) / len(cases)
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .configuration_sspa import RESNET18
+from .modes import MODES, get_mode
 from .pairing import ALLOCATIONS
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
-SELECTION_MODES = ("paper", "transition", "cleanlab")
 BACKBONES = ("resnet", "arm")
 MIN_IMAGE_SIZE = 32
 
@@ -103,33 +103,75 @@ class DataArguments:
 
 @dataclass
 class SSPATrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus SSPA-JT's hyperparameters and the Table 5 ablation switches."""
+    r"""`TrainingArguments` plus SSPA-JT's hyperparameters, the Table 5 ablation switches and the selection mode.
 
+    Only the parameters specific to SSPA-JT are listed here; every other one is `TrainingArguments`' own. Some
+    defaults differ from `TrainingArguments` (listed at the end).
+
+    Parameters:
+        > How the auxiliary labels are treated
+
+        selection_mode (`str`, defaults to `"paper"`):
+            One of `sspa_hf.modes.MODES`: `paper`, `straight`, `transition` (ours), `cleanlab`. A mode warns once
+            about the settings below that it does not read.
+        crossfit_folds (`int`, defaults to `2`):
+            K of the cleanlab mode's cross-validation.
+
+        > Sample selection (paper Section 3.2, Eq. 3-4)
+
+        selection_epochs (`int`, defaults to `40`):
+            T_S, epochs of the sample-selection stage; the partition is frozen after it.
+        ema_momentum (`float`, defaults to `0.95`):
+            eta of the threshold EMA (Eq. 3).
+        use_selection, fix_target (`bool`, default to `True`):
+            Table 5's SSM and "D_T fixed" switches.
+
+        > Paired augmentation (paper Section 3.3, Eq. 5-8)
+
+        use_pairing (`bool`, defaults to `True`):
+            Table 5's PAM switch: mix the flagged samples into clean partners after the selection stage.
+        mixup_alpha, mixup_beta (`float`, default to `5.0` and `1.0`):
+            lambda ~ Beta(alpha, beta) (Eq. 5).
+        allocation (`str`, defaults to `"exact"`):
+            The Eq. 8 solver, `exact` (integer water-filling) or `slsqp` (the paper's).
+
+        > Several processes, augmentation
+
+        sync_batch_stats (`bool`, defaults to `False`):
+            Batch statistics over all processes, as on one device (BatchNorm, Eq. 8, ARM's batch mean).
+        crop_padding (`float`, defaults to `0.125`):
+            Random-crop padding as a fraction of the image size.
+        overwrite_output_dir (`bool`, defaults to `False`):
+            Replace a complete or unfinished run in `output_dir` (refused otherwise).
+
+    Defaults that differ from `TrainingArguments`: `num_train_epochs` 80 (3.0; the paper's schedule, T_S = 40),
+    `max_grad_norm` 0.0, no clipping (1.0; the paper's plain SGD), `remove_unused_columns` False (True; SSPA needs
+    `sample_index` and `is_target`), `ddp_find_unused_parameters` False (None; every parameter takes part in every
+    forward pass).
+    """
+
+    selection_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "How the auxiliary labels are treated. "
+            + " ".join(f"'{name}': {mode.help}" for name, mode in MODES.items())
+        },
+    )
+    crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
     selection_epochs: int = field(
         default=40, metadata={"help": "T_S: epochs of the sample-selection stage; the partition is frozen after."}
     )
     ema_momentum: float = field(default=0.95, metadata={"help": "eta of the threshold EMA (Eq. 3)."})
-    mixup_alpha: float = field(default=5.0, metadata={"help": "alpha of lambda ~ Beta(alpha, beta) (Eq. 5)."})
-    mixup_beta: float = field(default=1.0, metadata={"help": "beta of lambda ~ Beta(alpha, beta) (Eq. 5)."})
-    allocation: str = field(
-        default="exact", metadata={"help": f"Eq. 8 solver: one of {ALLOCATIONS} ('slsqp' is the paper's)."}
-    )
     use_selection: bool = field(default=True, metadata={"help": "SSM: select clean auxiliary samples."})
     fix_target: bool = field(default=True, metadata={"help": "D_T fixed: target samples are always clean."})
     use_pairing: bool = field(
         default=True, metadata={"help": "PAM: mix noisy samples into clean partners after the SS stage."}
     )
-    selection_mode: str = field(
-        default="paper",
-        metadata={
-            "help": "How the auxiliary labels are treated. 'paper': Eq. 3-4 select during the first T_S epochs, then "
-            "PAM. 'transition' (ours, beyond the paper): no sample is dropped; the model learns a C x C matrix "
-            "M[y, j] = P(auxiliary label y | target class j) and an auxiliary label enters the loss as "
-            "log sum_j M[y, j] p(j) (docs/method.md). 'cleanlab': the anchor; cleanlab's find_label_issues on "
-            "probabilities cross-validated over crossfit_folds folds, then training on what it keeps."
-        },
+    mixup_alpha: float = field(default=5.0, metadata={"help": "alpha of lambda ~ Beta(alpha, beta) (Eq. 5)."})
+    mixup_beta: float = field(default=1.0, metadata={"help": "beta of lambda ~ Beta(alpha, beta) (Eq. 5)."})
+    allocation: str = field(
+        default="exact", metadata={"help": f"Eq. 8 solver: one of {ALLOCATIONS} ('slsqp' is the paper's)."}
     )
-    crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
     sync_batch_stats: bool = field(
         default=False,
         metadata={
@@ -141,8 +183,17 @@ class SSPATrainingArguments(TrainingArguments):
     crop_padding: float = field(
         default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
     )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that holds a complete or unfinished run anyway, replacing it (its "
+            "checkpoints are deleted). Without it such a folder is refused and left as it is."
+        },
+    )
+
+    # Defaults changed from TrainingArguments (the docstring's last paragraph says why).
+    num_train_epochs: float = field(
+        default=80.0, metadata={"help": "Total training epochs (the paper's 80; transformers' default is 3)."}
     )
     max_grad_norm: float = field(
         default=0.0,
@@ -150,13 +201,8 @@ class SSPATrainingArguments(TrainingArguments):
             "help": "Gradient clipping norm; 0 = no clipping, the paper's plain SGD (transformers' default is 1.0)."
         },
     )
-
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Train into an output_dir that holds a complete or unfinished run anyway, replacing it (its "
-            "checkpoints are deleted). Without it such a folder is refused and left as it is."
-        },
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: SSPA needs the image, sample_index and is_target columns."}
     )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
@@ -178,10 +224,6 @@ class SSPATrainingArguments(TrainingArguments):
             raise ValueError(f"mixup_alpha and mixup_beta must be > 0, got {self.mixup_alpha}, {self.mixup_beta}")
         if self.selection_epochs < 0:
             raise ValueError(f"selection_epochs must be >= 0, got {self.selection_epochs}")
-        if self.selection_mode not in SELECTION_MODES:
-            raise ValueError(f"selection_mode must be one of {SELECTION_MODES}, got {self.selection_mode!r}")
-        if self.selection_mode != "paper" and not self.use_selection:
-            raise ValueError(f"selection_mode {self.selection_mode!r} selects auxiliary samples; use_selection is off")
         if self.crossfit_folds < 2:
             raise ValueError(f"crossfit_folds must be >= 2, got {self.crossfit_folds}")
         if self.sync_batch_stats and self.allocation != "exact":
@@ -196,3 +238,4 @@ class SSPATrainingArguments(TrainingArguments):
             )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")
+        get_mode(self.selection_mode).check(self)  # last: a mode's checks may read any of the above

@@ -15,8 +15,10 @@ import torch
 ALLOCATIONS = ("exact", "slsqp")
 
 
-def allocate(h: np.ndarray | list[int], n_noisy: int, method: str = "exact") -> np.ndarray:
+def allocate(h: np.ndarray | list[int], n_noisy: int, *, method: str = "exact") -> np.ndarray:
     """Eq. 8: integer s minimising Var(h + s) s.t. 0 <= s_i <= N_N, s_i = 0 where h_i = 0, sum(s) = N_N.
+
+    `h` is (C,): the batch's clean samples per class; `n_noisy` its noisy count N_N. Returns s, (C,) int64.
 
     "exact" is integer water-filling: it raises the lowest classes first, and among classes at the same level
     the lower class index gets a unit first. It is optimal because the objective is separable and convex (each
@@ -152,6 +154,7 @@ def pair_and_mix(
     pixel_values: torch.Tensor,
     labels: torch.Tensor,
     clean: torch.Tensor,
+    *,
     rng: np.random.Generator,
     alpha: float = 5.0,
     beta: float = 1.0,
@@ -160,6 +163,8 @@ def pair_and_mix(
     allocation: np.ndarray | None = None,
 ) -> PairedBatch:
     """Algorithm 2: replace each noisy x_N by lambda * x_S + (1 - lambda) * x_N with label y_S (Eq. 5-7).
+
+    `pixel_values` is (B, ...), `labels` (B,) int, `clean` (B,) bool; `allocation`, when given, (C,) int.
 
     Partners are drawn with replacement, s_i of them from the clean samples of class i (Eq. 8), and paired with
     the noisy samples at random. A batch without noisy samples is returned unchanged; one without clean samples
@@ -174,7 +179,7 @@ def pair_and_mix(
         return PairedBatch(pixel_values, labels, clean.to(pixel_values.dtype), created)
     h = np.bincount(labels_np[clean_idx], minlength=num_classes)
     if allocation is None:
-        s = allocate(h, len(noisy_idx), method)
+        s = allocate(h, len(noisy_idx), method=method)
     else:
         s = np.asarray(allocation, dtype=np.int64)
         if s.sum() != len(noisy_idx) or np.any(s[h == 0] != 0):
@@ -194,3 +199,38 @@ def pair_and_mix(
     new_labels = labels.clone()
     new_labels[noisy_t] = labels[partners_t]  # Eq. 7
     return PairedBatch(mixed, new_labels, torch.ones_like(labels, dtype=pixel_values.dtype), s)
+
+
+@dataclass(frozen=True)
+class PairedMixup:
+    """PAM configured once and applied as a call, as timm's `Mixup`: `mixup(pixels, labels, clean, rng=rng)`.
+
+    `alpha`, `beta`: lambda ~ Beta(alpha, beta) (Eq. 5); `method`: the Eq. 8 solver. The generator (and, with
+    several processes, this process's share of a global allocation) come with each call: they depend on the step.
+    """
+
+    num_classes: int
+    alpha: float = 5.0
+    beta: float = 1.0
+    method: str = "exact"
+
+    def __call__(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        clean: torch.Tensor,
+        *,
+        rng: np.random.Generator,
+        allocation: np.ndarray | None = None,
+    ) -> PairedBatch:
+        return pair_and_mix(
+            pixel_values,
+            labels,
+            clean,
+            rng=rng,
+            alpha=self.alpha,
+            beta=self.beta,
+            num_classes=self.num_classes,
+            method=self.method,
+            allocation=allocation,
+        )

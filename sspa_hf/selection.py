@@ -27,11 +27,15 @@ class SampleSelector:
     Epoch t uses the partition decided in epoch t-1 (all clean in epoch 0, the warm-up); during each of the
     first `selection_epochs` epochs every sample's thresholds are updated once from its training forward pass
     (Eq. 3) and its side for the next epoch is decided (Eq. 4). Afterwards the partition is frozen.
+
+    `labels` (N,) int, `is_target` (N,) bool, `sources` (N,) str and `reference_labels` (N,) int (the label under
+    the target's standard, where known: for the selection-quality statistics) describe the training set's rows.
     """
 
     def __init__(
         self,
         labels: np.ndarray,
+        *,
         is_target: np.ndarray,
         sources: list[str],
         num_experts: int,

@@ -8,17 +8,20 @@ noisy samples by Mixup with clean partners (Algorithm 2), loss over the whole ne
 from __future__ import annotations
 
 import logging
-import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import rotate_checkpoints
+from datasets import Dataset
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 
 from .arguments import SSPATrainingArguments
+from .callbacks import QUIET, EpochCallback, epoch_line, say, stage_switch_line
 from .checkpoints import (
     STAGING,
     disk_full,
@@ -31,8 +34,8 @@ from .data.columns import read_column
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
 from .modelcard import model_card
-from .modeling_sspa import expert_cross_entropy, transition_nll
-from .pairing import allocate_across, pair_and_mix
+from .modeling_sspa import expert_cross_entropy
+from .modes import SelectionMode, get_mode
 from .run_folder import MODEL_CARD, write_selection
 from .selection import SampleSelector
 from .sync_batchnorm import synchronise_batchnorm
@@ -41,75 +44,92 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image", "label", "is_target", "sample_index", "source")
 
+# The private `Trainer` hooks overridden or called here are listed beside the transformers<6 pin (pyproject.toml).
+
 
 class SSPATrainer(Trainer):
-    """A `Trainer` whose loss is SSPA-JT's; the selection state lives in `self.selector`.
+    """A `Trainer` whose loss is SSPA-JT's (or another selection mode's, `args.selection_mode`).
 
-    `train_dataset` is a joint `datasets.Dataset` (see `sspa_hf.data.build_joint`) with the columns image,
-    label, is_target, sample_index (0..N-1), source; `processing_class` is the model's image processor, which
-    gives the training augmentation its size and normalisation and is the evaluation transform itself.
+    The mode (`sspa_hf.modes`) owns the selection state (`self.mode`, its `SampleSelector` as `self.selector`):
+    it gives each batch's per-sample loss and loss weight; this class turns them into the step's loss, feeds
+    augmented batches, writes complete checkpoints and `selection.parquet`.
+
+    Args:
+        model: An `SSPAForImageClassification` (`build_model`); the transition mode needs `standard_transition`.
+        args: `SSPATrainingArguments`; `selection_mode` picks the mode.
+        train_dataset: A joint `datasets.Dataset` from `build_joint` (columns image, label, is_target,
+            sample_index 0..N-1, source), after the mode's `prepare` (cleanlab adds its verdict there).
+        processing_class: The model's image processor: the augmentation's size and normalisation, and the
+            evaluation transform itself (the numbers `pipeline` produces).
+        eval_dataset, compute_metrics, callbacks, optimizers, **kwargs: as for `Trainer`.
+
+    Example:
+        >>> model, processor = build_model(model_args, **get_mode(args.selection_mode).model_options)
+        >>> train_set = get_mode(args.selection_mode).prepare(joint, model_args=model_args, args=args)
+        >>> trainer = SSPATrainer(model=model, args=args, train_dataset=train_set, processing_class=processor)
+        >>> trainer.train()
     """
 
     args: SSPATrainingArguments
     # compute_loss returns a per-micro-batch mean: the Trainer must always divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("data_collator", collate_fer)
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, SSPATrainingArguments):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        args: SSPATrainingArguments,
+        train_dataset: Dataset,
+        processing_class: BaseImageProcessor,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, SSPATrainingArguments):
             raise TypeError("SSPATrainer needs SSPATrainingArguments (it carries the SSPA hyperparameters)")
-        if self.compute_loss_func is not None:
+        if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
-                "SSPATrainer: compute_loss_func is not supported; the loss is SSPA-JT's (SSPATrainer.compute_loss)"
+                "SSPATrainer: compute_loss_func is not supported; the loss is the selection mode's (sspa_hf.modes)"
             )
-        if self.processing_class is None:
+        if processing_class is None:
             raise ValueError("SSPATrainer needs processing_class=<the model's image processor>")
-        data = self.train_dataset
-        missing = [c for c in REQUIRED_COLUMNS if data is None or c not in data.column_names]
+        missing = [c for c in REQUIRED_COLUMNS if train_dataset is None or c not in train_dataset.column_names]
         if missing:
             raise ValueError(f"SSPATrainer: the training set lacks the columns {missing}; build it with build_joint")
-        if not np.array_equal(np.asarray(read_column(data, "sample_index")), np.arange(len(data))):
+        if not np.array_equal(np.asarray(read_column(train_dataset, "sample_index")), np.arange(len(train_dataset))):
             raise ValueError("SSPATrainer: sample_index must be 0..N-1 in row order (build_joint writes it so)")
-        config = self.model.config
-        self.selector = SampleSelector(
-            labels=np.asarray(read_column(data, "label")),
-            is_target=np.asarray(read_column(data, "is_target")),
-            sources=read_column(data, "source"),
-            num_experts=config.num_experts,
-            num_classes=config.num_labels,
-            selection_epochs=self.args.selection_epochs,
-            momentum=self.args.ema_momentum,
-            fix_target=self.args.fix_target,
-            enabled=self.args.use_selection,
-            reference_labels=(
-                np.asarray(read_column(data, "reference_label")) if "reference_label" in data.column_names else None
-            ),
+        kwargs.setdefault("data_collator", collate_fer)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
         )
-        if self.args.selection_mode == "cleanlab":
-            if "clean" not in data.column_names:
-                raise ValueError("selection_mode 'cleanlab' needs the clean column (crossfit.clean_with_cleanlab)")
-            self.selector.freeze(np.asarray(read_column(data, "clean")))
-        elif self.args.selection_mode == "transition":
-            if not getattr(self.model.config, "standard_transition", False):
-                raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
-            self.selector.freeze(np.ones(len(data), dtype=bool))  # nothing is dropped
-        self.standard_judgement: dict[str, np.ndarray] = {}  # transition mode: per-sample verdict after training
-        processor = self.processing_class
+        self.mode: SelectionMode = get_mode(self.args.selection_mode)(self)
         self.train_augment = TrainAugment(
-            image_size=processor.size["height"],
-            image_mean=processor.image_mean,
-            image_std=processor.image_std,
+            image_size=processing_class.size["height"],
+            image_mean=processing_class.image_mean,
+            image_std=processing_class.image_std,
             padding=self.args.crop_padding,
             seed=self.args.seed,
         )
         self._staging: str | None = None  # set while a checkpoint is being written (see _save_checkpoint)
-        self._pairing_calls = (-1, 0)  # (global step, calls at that step): seeds PAM's random draws
         self._sync_batch_statistics()
-        self.add_callback(_SSPACallback(self))
-        for plain, quiet in ((ProgressCallback, _QuietProgressCallback), (PrinterCallback, _QuietPrinterCallback)):
+        self.add_callback(EpochCallback(self))
+        for plain, quiet in QUIET:
             if self.pop_callback(plain) is not None:
                 self.add_callback(quiet)
+
+    @property
+    def selector(self) -> SampleSelector:
+        """The selection state of the mode: partition, thresholds, statistics."""
+        return self.mode.selector
 
     # ----- data -----
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -146,109 +166,43 @@ class SSPATrainer(Trainer):
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The mode's per-sample loss, weighted by its loss weight, over the optimizer step's loss weight."""
         inputs = dict(inputs)  # the Trainer reads the batch again after the step
-        sample_index = inputs.pop("sample_index")
-        is_target = inputs.pop("is_target")
-        labels, pixels = inputs.pop("labels"), inputs.pop("pixel_values")
+        batch = {name: inputs.pop(name) for name in ("pixel_values", "labels", "sample_index", "is_target")}
         denominator = inputs.pop("loss_denominator", None)
-        smoothing = self.args.label_smoothing_factor
+        weight = inputs.pop("loss_weight", None)
         if not model.training:
-            outputs = model(pixel_values=pixels)
-            outputs.loss = expert_cross_entropy(outputs.expert_logits, labels, smoothing).mean()
+            outputs = model(pixel_values=batch["pixel_values"])
+            smoothing = self.args.label_smoothing_factor
+            outputs.loss = expert_cross_entropy(outputs.expert_logits, batch["labels"], smoothing).mean()
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        clean = self.selector.loss_mask(sample_index).to(pixels.device)
-        if self.args.selection_mode == "transition":
-            # Beyond the paper: every sample enters the loss; a target label directly, an auxiliary label through
-            # the learnt standard transition (transition_nll).
-            outputs = model(pixel_values=pixels)
-            per_sample = torch.where(
-                is_target.to(pixels.device),
-                expert_cross_entropy(outputs.expert_logits, labels, smoothing),
-                transition_nll(outputs.auxiliary_log_probs, labels),
-            )
-            return self._weighted_loss(per_sample, torch.ones_like(per_sample), denominator, outputs, return_outputs)
-        if self.selector.selecting:
-            # Algorithm 3 lines 9-14: one forward pass over the whole batch; the loss keeps the clean samples of
-            # the previous epoch's partition, and every sample's thresholds move (Algorithm 1).
-            outputs = model(pixel_values=pixels)
-            self._update_selection(sample_index, outputs.expert_probs, labels)
-            weight = clean.to(outputs.expert_logits.dtype)
-        elif self.args.use_pairing:
-            paired = pair_and_mix(
-                pixels,
-                labels,
-                clean,
-                rng=self._pairing_rng(),
-                alpha=self.args.mixup_alpha,
-                beta=self.args.mixup_beta,
-                num_classes=self.model.config.num_labels,
-                method=self.args.allocation,
-                allocation=self._global_allocation(labels, clean),
-            )
-            self._record_pairs(paired.created, pixels.device)
-            pixels, labels, weight = paired.pixel_values, paired.labels, paired.loss_weight
-            outputs = model(pixel_values=pixels)
-        else:  # frozen partition without PAM: the noisy samples are left out
-            outputs = model(pixel_values=pixels)
-            weight = clean.to(outputs.expert_logits.dtype)
-
-        per_sample = expert_cross_entropy(outputs.expert_logits, labels, smoothing)
-        return self._weighted_loss(per_sample, weight, denominator, outputs, return_outputs)
-
-    @staticmethod
-    def _weighted_loss(per_sample, weight, denominator, outputs, return_outputs: bool):
-        """Sum of the weighted per-sample losses over the optimizer step's loss weight (see get_batch_samples)."""
-        if denominator is None:  # a batch from outside the training loop: the mean over its own loss weight
+        if weight is None:  # a batch from outside the training loop (get_batch_samples sets it)
+            weight = self.mode.loss_weight(batch["sample_index"])
+        weight = weight.to(batch["pixel_values"].device)
+        per_sample, outputs = self.mode.loss(model, batch, weight)
+        if denominator is None:  # outside the training loop: the mean over the batch's own loss weight
             denominator = weight.sum().clamp(min=1.0)
         loss = (per_sample * weight).sum() / denominator
         return (loss, outputs) if return_outputs else loss
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, None]:
-        """One optimizer step's micro-batches, each told the loss weight of the whole step (all processes).
+        """One optimizer step's micro-batches, each with its loss weight and the loss weight of the whole step.
 
-        The loss is the mean over the clean samples of the optimizer step's global batch, however it is split:
+        The loss is the mean over the weighted samples of the optimizer step's global batch, however it is split:
         each micro-batch's summed loss is divided by (step weight) / (processes x micro-batches), which undoes
         the Trainer's division by the accumulation steps and DDP's average over processes. One process without
-        accumulation gets exactly the mean over its batch's clean samples.
+        accumulation gets exactly the mean over its batch's weighted samples.
         """
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        total = torch.tensor([float(sum(self._loss_weight_count(b) for b in batches))], device=self.args.device)
+        for batch in batches:
+            batch["loss_weight"] = self.mode.loss_weight(batch["sample_index"])
+        total = torch.tensor([float(sum(float(b["loss_weight"].sum()) for b in batches))], device=self.args.device)
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(total, reduction="sum")
         denominator = max(float(total), 1.0) / (self.accelerator.num_processes * max(len(batches), 1))
         for batch in batches:
             batch["loss_denominator"] = denominator
         return batches, num_items
-
-    def _loss_weight_count(self, batch: dict[str, torch.Tensor]) -> int:
-        """How many samples of a micro-batch enter compute_loss's weighted sum (see its three branches)."""
-        clean = self.selector.loss_mask(batch["sample_index"])
-        if not self.selector.selecting and self.args.use_pairing:  # PAM: every sample, unless none is clean
-            return len(clean) if bool(clean.any()) else 0
-        return int(clean.sum())
-
-    def _update_selection(self, sample_index: torch.Tensor, expert_probs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Apply Algorithm 1 for the samples of this step on every process, in rank order."""
-        with torch.no_grad():
-            rows = (sample_index.long(), expert_probs.detach().float(), labels.long())
-            if self.accelerator.num_processes > 1:
-                rows = tuple(
-                    self.accelerator.gather(self.accelerator.pad_across_processes(t, dim=0, pad_index=-1)) for t in rows
-                )
-                keep = rows[0] >= 0
-                rows = tuple(t[keep] for t in rows)
-            self.selector.update(*rows)
-
-    def _global_allocation(self, labels: torch.Tensor, clean: torch.Tensor) -> np.ndarray | None:
-        """This process's share of Eq. 8 solved on the global batch (sync_batch_stats); None: solve it locally."""
-        if not self.args.sync_batch_stats or self.accelerator.num_processes == 1:
-            return None
-        classes = self.model.config.num_labels
-        counts = torch.zeros(1, classes + 1, dtype=torch.long, device=labels.device)
-        counts[0, :classes] = torch.bincount(labels[clean], minlength=classes)
-        counts[0, classes] = int((~clean).sum())
-        counts = self.accelerator.gather(counts).cpu().numpy()  # (processes, C + 1), in rank order
-        return allocate_across(counts[:, :classes], counts[:, classes])[self.args.process_index]
 
     def _sync_batch_statistics(self) -> None:
         """sync_batch_stats: BatchNorm and ARM's batch mean over all processes, as on one device (any backend)."""
@@ -257,19 +211,6 @@ class SSPATrainer(Trainer):
         self.model = synchronise_batchnorm(self.model, self.args.device)
         if getattr(self.model, "arm", None) is not None:
             self.model.arm.sync_across_processes = True
-
-    def _record_pairs(self, created: np.ndarray, device: torch.device) -> None:
-        counts = torch.as_tensor(created, device=device)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
-        self.selector.created += counts.cpu()
-
-    def _pairing_rng(self) -> np.random.Generator:
-        """PAM's random draws as a function of (seed, step, micro-batch, rank): resumable and reproducible."""
-        step, calls = self._pairing_calls
-        calls = calls + 1 if step == self.state.global_step else 0
-        self._pairing_calls = (self.state.global_step, calls)
-        return np.random.default_rng([self.args.seed, self.state.global_step, calls, self.args.process_index])
 
     # ----- epochs, checkpoints, reports -----
     def _advance(self, epoch: int) -> None:
@@ -280,9 +221,9 @@ class SSPATrainer(Trainer):
                 continue
             closed = int(stats["epoch"])
             if closed < self.selector.selection_epochs:
-                _say(epoch_line(closed, stats, self.selector.num_experts))
+                say(epoch_line(closed, stats, self.selector.num_experts))
             if closed == self.selector.selection_epochs - 1:
-                _say(stage_switch_line(self.selector, self.model.config.id2label, self.args.use_pairing))
+                say(stage_switch_line(self.selector, self.model.config.id2label, self.args.use_pairing))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, from the newest complete checkpoint (`True`), restoring its selection state."""
@@ -290,45 +231,13 @@ class SSPATrainer(Trainer):
             resume_from_checkpoint, self.args.output_dir, need_optimizer=not self.args.save_only_model
         )
         if resume_from_checkpoint:
-            self.selector.load(resume_from_checkpoint)
+            self.mode.load(resume_from_checkpoint)
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        if self.args.selection_mode == "transition":
-            self._judge_with_transition()
+        self.mode.finish()
         self._check_ranks_agree()
         if self.args.should_save:
-            write_selection(self.args.output_dir, self.selector, self.train_dataset, self._verdict_columns())
+            write_selection(self.args.output_dir, self.selector, self.train_dataset, self.mode.verdict_columns())
         return output
-
-    def _judge_with_transition(self) -> None:
-        """The trained model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
-
-        The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
-        target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
-        """
-        data = self.train_dataset
-        aux = np.flatnonzero(~np.asarray(read_column(data, "is_target"), dtype=bool))
-        labels = np.asarray(read_column(data, "label"))
-        target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
-        if len(aux):
-            logits = np.asarray(self.predict(data.select(aux)).predictions, dtype=np.float64)
-            log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-            log_m = torch.log_softmax(
-                self.accelerator.unwrap_model(self.model).standard_transition.detach().double().cpu(), dim=0
-            ).numpy()
-            log_q = log_p + log_m[labels[aux]]  # log M[y, j] + log p(j | x), up to a constant per row
-            target_label[aux] = log_q.argmax(axis=1)
-            given = log_q[np.arange(len(aux)), labels[aux]]
-            others = np.where(np.eye(log_q.shape[1], dtype=bool)[labels[aux]], -np.inf, log_q)
-            score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
-        self.selector.clean = torch.as_tensor(target_label == labels)
-        self.standard_judgement = {"target_standard_label": target_label, "score": score}
-
-    def _verdict_columns(self) -> dict[str, np.ndarray]:
-        """What a selection mode beyond the paper adds to selection.parquet: its margin, and its relabels."""
-        columns = dict(self.standard_judgement)  # transition: target_standard_label and score
-        if "score" in self.train_dataset.column_names:  # cleanlab: the margin of the given label
-            columns["score"] = np.asarray(read_column(self.train_dataset, "score"))
-        return columns
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """An intermediate push (`hub_strategy` every_save...) uploads output_dir after the Trainer copies config
@@ -389,7 +298,7 @@ class SSPATrainer(Trainer):
         """`Trainer.save_model`; a checkpoint also gets the selection state (before any push or rotation)."""
         super().save_model(output_dir, _internal_call=_internal_call)
         if _internal_call and output_dir is not None and self.args.should_save:
-            self.selector.save(output_dir)
+            self.mode.save(output_dir)
 
     def _check_ranks_agree(self) -> None:
         """Every process must hold the same thresholds and partition; fail loudly if not."""
@@ -431,72 +340,3 @@ class SSPATrainer(Trainer):
             license=license or "apache-2.0",
         )
         card.save(Path(self.args.output_dir) / MODEL_CARD)
-
-
-def _say(line: str) -> None:
-    """Print a line above the progress bar (not inside it)."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(line)
-
-
-def epoch_line(epoch: int, stats: dict[str, float], num_experts: int) -> str:
-    """One readable line per selection epoch: clean ratio, selection precision/recall when known, mean tau."""
-    parts = []
-    if "selection/aux_clean_ratio" in stats:
-        parts.append(f"auxiliary clean {100 * stats['selection/aux_clean_ratio']:.1f} %")
-    for name in ("precision", "recall"):
-        if f"selection/{name}" in stats:
-            parts.append(f"{name} {100 * stats[f'selection/{name}']:.1f} %")
-    taus = [stats[f"selection/mean_tau/expert_{i}"] for i in range(num_experts)]
-    parts.append(f"mean tau {sum(taus) / len(taus):.3f}")
-    return f"[selection] epoch {epoch + 1}: " + ", ".join(parts)
-
-
-def stage_switch_line(selector: SampleSelector, id2label: dict[int, str], use_pairing: bool) -> str:
-    """The end of the selection stage: what is frozen, kept / flagged auxiliary samples per class."""
-    aux = ~selector.is_target
-    counts = []
-    for c in range(selector.num_classes):
-        members = aux & (selector.labels == c)
-        if members.any():
-            kept = int(selector.clean[members].sum())
-            counts.append(f"{id2label.get(c, c)} {kept}/{int(members.sum()) - kept}")
-    then = "paired augmentation (PAM) mixes the flagged ones" if use_pairing else "the flagged ones leave the loss"
-    return (
-        f"[selection] partition frozen after {selector.selection_epochs} epochs; {then}. Auxiliary kept/flagged per "
-        f"class: {', '.join(counts) or 'no auxiliary samples'}"
-    )
-
-
-class _QuietProgressCallback(ProgressCallback):
-    """The Trainer's progress bar, without the per-epoch selection dict (`epoch_line` says it in one line)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = {k: v for k, v in (logs or {}).items() if not k.startswith(("selection/", "pairing/"))}
-        if set(logs) - {"epoch", "total_flos"}:
-            super().on_log(args, state, control, logs=logs, **kwargs)
-
-
-class _QuietPrinterCallback(PrinterCallback):
-    """`disable_tqdm`'s printer, likewise."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = {k: v for k, v in (logs or {}).items() if not k.startswith(("selection/", "pairing/"))}
-        if set(logs) - {"epoch", "total_flos"}:
-            super().on_log(args, state, control, logs=logs, **kwargs)
-
-
-class _SSPACallback(TrainerCallback):
-    """Epoch boundaries: partition commits and the augmentation's epoch."""
-
-    def __init__(self, trainer: SSPATrainer) -> None:
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        epoch = math.floor(state.epoch + 1e-9)
-        self.trainer._advance(epoch)
-        self.trainer.train_augment.set_epoch(epoch)
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self.trainer._advance(self.trainer.selector.epoch + 1)

@@ -39,6 +39,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         per_device_train_batch_size=32 // processes if selection_stage else 16,
         num_train_epochs=3 if selection_stage else 4,
         selection_epochs=3 if selection_stage else 2,
+        use_pairing=not selection_stage,  # the whole run is the selection stage
         learning_rate=0.05,
         optim="sgd",
         save_strategy="no",
@@ -54,7 +55,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
     )
     allocations: list[list[int]] = []
     if sync:
-        global_allocation = trainer._global_allocation
+        global_allocation = trainer.mode._global_allocation
 
         def recorded(labels: torch.Tensor, clean: torch.Tensor) -> np.ndarray | None:
             s = global_allocation(labels, clean)
@@ -62,7 +63,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
             allocations.append([*h.tolist(), int((~clean).sum()), *s.tolist()])
             return s
 
-        trainer._global_allocation = recorded
+        trainer.mode._global_allocation = recorded
     seen: list[torch.Tensor] = []
     if selection_stage:
         compute_loss = trainer.compute_loss
@@ -80,7 +81,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
     state["allocations"] = torch.tensor(allocations, dtype=torch.long).view(-1, 15)
     if transition:
         state["standard_transition"] = trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach()
-        state.update({k: torch.as_tensor(v) for k, v in trainer.standard_judgement.items()})
+        state.update({k: torch.as_tensor(v) for k, v in trainer.mode.judgement.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
     if selection_stage:
         state["seen"] = torch.stack(seen)  # (steps, batch, [sample_index, pixel sum])

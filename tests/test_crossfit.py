@@ -15,11 +15,11 @@ from test_train_command import TINY_FLAGS
 from test_trainer import TINY, _batch, joint_data, make_trainer
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
-from sspa_hf.cleaning import cleanlab_issues, with_cleaning
 from sspa_hf.commands.train import main
 from sspa_hf.crossfit import PROBS_FILE, assign_folds, crossfit_probabilities
 from sspa_hf.labels import EXPRESSIONS
 from sspa_hf.modeling_sspa import expert_cross_entropy
+from sspa_hf.modes.cleanlab import cleanlab_issues, with_cleaning
 
 
 def _table(n: int) -> Dataset:
@@ -149,13 +149,13 @@ def test_transition_verdict_is_the_posterior_argmax(tmp_path, monkeypatch):
     p = np.full((len(aux), 7), 0.01)
     p[:, 1] = 0.6  # every auxiliary face looks like class 1
     monkeypatch.setattr(trainer, "predict", lambda data: SimpleNamespace(predictions=np.log(p[: len(data)])))
-    trainer._judge_with_transition()
-    verdict = trainer.standard_judgement["target_standard_label"][aux]
+    trainer.mode.finish()
+    verdict = trainer.mode.judgement["target_standard_label"][aux]
     # q(j) ~ M[y, j] p(j): label 0 -> class 1 (M[0, 1] = M[0, 0], p(1) > p(0)); label 1 -> 1 (kept); label 2 -> 2
     expected = np.where(labels[aux] == 0, 1, labels[aux])
     np.testing.assert_array_equal(verdict, expected)
     assert trainer.selector.clean[aux].numpy().tolist() == (expected == labels[aux]).tolist()
-    assert (trainer.standard_judgement["score"][aux][labels[aux] == 0] < 0).all()
+    assert (trainer.mode.judgement["score"][aux][labels[aux] == 0] < 0).all()
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_exact_allocation_matches_brute_force_on_all_small_cases():
         if not h.any():
             continue
         for n in range(7):
-            s = allocate(h, n, "exact")
+            s = allocate(h, n, method="exact")
             assert s.sum() == n and np.all(s >= 0) and np.all(s[h == 0] == 0)
             assert np.var(h + s) == pytest.approx(_brute_force_min_variance(h, n), abs=1e-12)
             np.testing.assert_array_equal(s, _greedy(h, n))  # fixed tie rule
@@ -51,7 +51,7 @@ def test_exact_and_slsqp_reach_the_same_variance_on_thousands_of_random_batches(
         if not h.any():
             continue
         n = int(rng.integers(0, 80))
-        exact, slsqp = allocate(h, n, "exact"), allocate(h, n, "slsqp")
+        exact, slsqp = allocate(h, n, method="exact"), allocate(h, n, method="slsqp")
         assert slsqp.sum() == n and np.all(slsqp >= 0) and np.all(slsqp[h == 0] == 0)
         assert np.var(h + slsqp) == pytest.approx(np.var(h + exact), abs=1e-9), (h.tolist(), n)
 
@@ -87,7 +87,7 @@ def test_paired_batch_has_histogram_h_plus_s_and_partner_labels():
     labels = [3, 3, 3, 3, 4, 4, 5, 0, 3, 4, 5, 6, 2, 3]
     clean = [True] * 8 + [False] * 6
     pixels, y, c = _coded_batch(labels, clean)
-    out = pair_and_mix(pixels, y, c, np.random.default_rng(1), alpha=5, beta=1, num_classes=7)
+    out = pair_and_mix(pixels, y, c, rng=np.random.default_rng(1), alpha=5, beta=1, num_classes=7)
     h = np.bincount(np.array(labels)[:8], minlength=7)
     np.testing.assert_array_equal(out.created, allocate(h, 6))
     np.testing.assert_array_equal(np.bincount(out.labels.numpy(), minlength=7), h + out.created)
@@ -108,7 +108,7 @@ def test_lambda_follows_the_configured_beta_distribution():
     pixels, y, c = _coded_batch(labels, clean)
     lams = []
     for seed in range(100):
-        out = pair_and_mix(pixels, y, c, np.random.default_rng(seed), alpha=5, beta=1)
+        out = pair_and_mix(pixels, y, c, rng=np.random.default_rng(seed), alpha=5, beta=1)
         lams.append(_decode(out.pixel_values, pixels, np.arange(4, 64))[0])
     lams = np.concatenate(lams)
     assert stats.kstest(lams, stats.beta(5, 1).cdf).pvalue > 1e-3
@@ -117,26 +117,26 @@ def test_lambda_follows_the_configured_beta_distribution():
 
 def test_edge_cases_no_clean_no_noisy_one_clean_class():
     pixels, y, c = _coded_batch([0, 1, 2], [False, False, False])
-    out = pair_and_mix(pixels, y, c, np.random.default_rng(0))
+    out = pair_and_mix(pixels, y, c, rng=np.random.default_rng(0))
     assert torch.all(out.loss_weight == 0) and out.created.sum() == 0
     torch.testing.assert_close(out.pixel_values, pixels)
 
     pixels, y, c = _coded_batch([0, 1, 2], [True, True, True])
-    out = pair_and_mix(pixels, y, c, np.random.default_rng(0))
+    out = pair_and_mix(pixels, y, c, rng=np.random.default_rng(0))
     assert torch.all(out.loss_weight == 1) and out.created.sum() == 0
     torch.testing.assert_close(out.pixel_values, pixels)
 
     pixels, y, c = _coded_batch([6, 6, 1, 2, 3], [True, True, False, False, False])
-    out = pair_and_mix(pixels, y, c, np.random.default_rng(0))
+    out = pair_and_mix(pixels, y, c, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(out.created, [0, 0, 0, 0, 0, 0, 3])
     assert out.labels.tolist() == [6, 6, 6, 6, 6]
 
 
 def test_pairing_is_a_function_of_the_generator_seed():
     pixels, y, c = _coded_batch([0, 1, 1, 2, 4, 5, 6, 3], [True, True, True, False, False, True, False, False])
-    a = pair_and_mix(pixels, y, c, np.random.default_rng(7))
-    b = pair_and_mix(pixels, y, c, np.random.default_rng(7))
-    d = pair_and_mix(pixels, y, c, np.random.default_rng(8))
+    a = pair_and_mix(pixels, y, c, rng=np.random.default_rng(7))
+    b = pair_and_mix(pixels, y, c, rng=np.random.default_rng(7))
+    d = pair_and_mix(pixels, y, c, rng=np.random.default_rng(8))
     torch.testing.assert_close(a.pixel_values, b.pixel_values)
     assert not torch.equal(a.pixel_values, d.pixel_values)
 
@@ -212,7 +212,9 @@ def test_pair_and_mix_with_a_given_allocation():
     pixels = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1)
     labels = torch.tensor([0, 1, 1, 0, 0, 2])
     clean = torch.tensor([True, True, True, False, False, False])
-    out = pair_and_mix(pixels, labels, clean, np.random.default_rng(0), num_classes=3, allocation=np.array([3, 0, 0]))
+    out = pair_and_mix(
+        pixels, labels, clean, rng=np.random.default_rng(0), num_classes=3, allocation=np.array([3, 0, 0])
+    )
     assert out.labels[3:].tolist() == [0, 0, 0] and out.created.tolist() == [3, 0, 0]
     with pytest.raises(ValueError, match="does not fit"):
-        pair_and_mix(pixels, labels, clean, np.random.default_rng(0), num_classes=3, allocation=np.array([0, 0, 3]))
+        pair_and_mix(pixels, labels, clean, rng=np.random.default_rng(0), num_classes=3, allocation=np.array([0, 0, 3]))

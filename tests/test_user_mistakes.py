@@ -92,19 +92,21 @@ def test_selection_epochs_must_leave_a_pairing_stage(tmp_path, capsys):
     message = _one_line_error(capsys)
     assert "selection_epochs (5)" in message and "num_train_epochs (2)" in message and "use_pairing" in message
     assert not out.exists()
-    from sspa_hf.commands.train import check_stages
+    from sspa_hf.arguments import SSPATrainingArguments
 
-    _, _, beyond = parse_arguments(
+    with pytest.raises(ValueError, match=r"selection_epochs \(5\) must be smaller"):  # code that skips the command
+        SSPATrainingArguments(output_dir=str(out), num_train_epochs=2, selection_epochs=5)
+    _, _, beyond = parse_arguments(  # no selection stage in the transition mode: nothing to refuse
         [*flags, "--num_train_epochs", "2", "--selection_epochs", "5", "--selection_mode", "transition"]
     )
-    check_stages(beyond)  # no selection stage in the transition mode: nothing to refuse
+    assert beyond.selection_mode == "transition"
 
 
 def test_without_pairing_a_long_selection_is_allowed_and_explained(tmp_path, caplog):
     from sspa_hf.commands.train import check_arguments
 
-    args = parse_arguments([QUICKSTART, *TINY, "--selection_epochs", "5", "--use_pairing", "false"])
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING"):  # said while the arguments are validated
+        args = parse_arguments([QUICKSTART, *TINY, "--selection_epochs", "5", "--use_pairing", "false"])
         assert check_arguments(*args) is False
     assert "never frozen" in caplog.text
 

@@ -46,6 +46,7 @@ def train(
     from ..build import build_datasets, build_model
     from ..data.sources import face_preparation
     from ..metrics import compute_metrics
+    from ..modes import get_mode
     from ..run_folder import (
         CONFUSION_MATRIX,
         DATA_ARGS,
@@ -57,7 +58,8 @@ def train(
     from ..trainer import SSPATrainer
 
     set_seed(args.seed)
-    model, processor = build_model(model_args, standard_transition=args.selection_mode == "transition")
+    mode = get_mode(args.selection_mode)
+    model, processor = build_model(model_args, **mode.model_options)
     if args.should_save and args.save_strategy != "no":
         check_free_space(Path(args.output_dir), model)
     train_set, eval_set = build_datasets(data_args, seed=args.seed, report_dir=Path(args.output_dir))
@@ -66,10 +68,7 @@ def train(
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}
         (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
-    if args.selection_mode == "cleanlab":
-        from ..crossfit import clean_with_cleanlab
-
-        train_set = clean_with_cleanlab(model_args, args, train_set)
+    train_set = mode.prepare(train_set, model_args=model_args, args=args)
     trainer = SSPATrainer(
         model=model,
         args=args,
@@ -162,7 +161,6 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserInputError(f"output_dir {output_dir} is an existing file, not a folder")
-    check_stages(args)
     if model_args.backbone_weights and not Path(model_args.backbone_weights).is_file():
         raise UserInputError(
             f"backbone_weights {model_args.backbone_weights}: no such file. The paper recipes start from a ResNet-18 "
@@ -221,27 +219,6 @@ def warn_if_oversubscribed(load: float | None = None, cores: int | None = None) 
         max(1, cores // 2),
     )
     return True
-
-
-def check_stages(args: SSPATrainingArguments) -> None:
-    """T_S must leave epochs for the paired-augmentation stage, unless PAM is off (then say what happens); the
-    selection modes beyond the paper have no selection stage."""
-    if args.selection_mode != "paper" or not args.use_selection or args.max_steps > 0:
-        return
-    if args.selection_epochs < args.num_train_epochs:
-        return
-    if args.use_pairing:
-        raise UserInputError(
-            f"selection_epochs ({args.selection_epochs}) must be smaller than num_train_epochs "
-            f"({args.num_train_epochs:g}): paired augmentation (use_pairing) starts after T_S epochs and would never "
-            "run; lower selection_epochs, or set use_pairing false to select during the whole run"
-        )
-    logger.warning(
-        "selection_epochs (%d) >= num_train_epochs (%g): every epoch is a selection epoch and the partition is "
-        "never frozen (use_pairing is off)",
-        args.selection_epochs,
-        args.num_train_epochs,
-    )
 
 
 def check_report_to(report_to: list[str] | str | None) -> None:

@@ -1,0 +1,18 @@
+"""Straight combination: every sample with its own label, the baseline every other mode must beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Batch, SelectionMode
+
+
+class StraightMode(SelectionMode):
+    name = "straight"
+    help = "No selection: target and auxiliary samples with their own labels (the naive merge)."
+
+    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        outputs = model(pixel_values=batch["pixel_values"])
+        return self.cross_entropy(outputs, batch["labels"]), outputs

@@ -1,0 +1,80 @@
+"""Ours, beyond the paper: no auxiliary face is dropped; a learnt C x C matrix explains the auxiliary labels.
+
+The model learns M[y, j] = P(auxiliary label y | target-standard class j) beside the classifier; a target label
+enters the loss directly, an auxiliary label as -log sum_j M[y, j] p(j | x) (docs/method.md).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..data.columns import read_column
+from ..modeling_sspa import transition_nll
+from .base import Batch, SelectionMode
+
+if TYPE_CHECKING:
+    from ..arguments import SSPATrainingArguments
+    from ..trainer import SSPATrainer
+
+
+class TransitionMode(SelectionMode):
+    name = "transition"
+    help = (
+        "Ours, beyond the paper: no sample is dropped; the model learns M[y, j] = P(auxiliary label y | target "
+        "class j) and an auxiliary label enters the loss as log sum_j M[y, j] p(j) (docs/method.md)."
+    )
+    model_options = {"standard_transition": True}
+    reads = frozenset({"use_selection"})
+
+    @classmethod
+    def check(cls, args: SSPATrainingArguments) -> None:
+        super().check(args)
+        if not args.use_selection:
+            raise ValueError(f"selection_mode {cls.name!r} selects auxiliary samples; use_selection is off")
+
+    def __init__(self, trainer: SSPATrainer) -> None:
+        super().__init__(trainer)
+        if not getattr(trainer.model.config, "standard_transition", False):
+            raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
+        self.selector.freeze(np.ones(len(self.selector), dtype=bool))  # nothing is dropped
+        self.judgement: dict[str, np.ndarray] = {}  # the per-sample verdict, after training
+
+    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        outputs = model(pixel_values=batch["pixel_values"])
+        labels = batch["labels"]
+        per_sample = torch.where(
+            batch["is_target"].to(labels.device),
+            self.cross_entropy(outputs, labels),
+            transition_nll(outputs.auxiliary_log_probs, labels),
+        )
+        return per_sample, outputs
+
+    def finish(self) -> None:
+        """The trained model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
+
+        The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
+        target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
+        """
+        trainer, data = self.trainer, self.trainer.train_dataset
+        aux = np.flatnonzero(~np.asarray(read_column(data, "is_target"), dtype=bool))
+        labels = np.asarray(read_column(data, "label"))
+        target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
+        if len(aux):
+            logits = np.asarray(trainer.predict(data.select(aux)).predictions, dtype=np.float64)
+            log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+            log_m = torch.log_softmax(
+                trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach().double().cpu(), dim=0
+            ).numpy()
+            log_q = log_p + log_m[labels[aux]]  # log M[y, j] + log p(j | x), up to a constant per row
+            target_label[aux] = log_q.argmax(axis=1)
+            given = log_q[np.arange(len(aux)), labels[aux]]
+            others = np.where(np.eye(log_q.shape[1], dtype=bool)[labels[aux]], -np.inf, log_q)
+            score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
+        self.selector.clean = torch.as_tensor(target_label == labels)
+        self.judgement = {"target_standard_label": target_label, "score": score}
+
+    def verdict_columns(self) -> dict[str, np.ndarray]:
+        return dict(self.judgement)
