@@ -1,7 +1,7 @@
 """What several test files share: the tiny sspa-train flags, a tiny trainer and its batches, fixture data trees.
 
-Test files import from here, never from each other (conftest.py puts this folder on sys.path). Sections:
-sspa-train runs (RECIPES, QUICKSTART, TINY_FLAGS, one_line_error), SSPATrainer (TINY, joint_data, make_trainer,
+Test files import from here, never from each other (conftest.py puts this folder on sys.path). Sections: sspa-train
+runs (RECIPES, QUICKSTART, TINY_FLAGS, TINY_BACKBONE, one_line_error), SSPATrainer (TINY, joint_data, make_trainer,
 training_batch), and tiny fixture trees in each real dataset layout (real file names, CSV headers and label codes,
 generated pixels).
 """
@@ -61,6 +61,9 @@ TINY_FLAGS = [
     "--disable_tqdm",
     "true",
 ]
+
+# The backbone TINY_FLAGS builds, for tiny models saved and loaded without training (TINY below is twice as wide).
+TINY_BACKBONE = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
 def one_line_error(capsys) -> str:
