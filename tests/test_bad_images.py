@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import QUICKSTART, TINY_FLAGS
 from PIL import Image
-from test_train_command import TINY_FLAGS
 
 from sspa_hf import EXPRESSIONS
 from sspa_hf.commands.train import main
 
-HERE = Path(__file__).resolve().parent
-FLAGS = [  # the tiny training of test_train_command, with this file's data and schedule (the last flag wins)
-    str(HERE.parent / "recipes" / "quickstart.yaml"),
+FLAGS = [  # the tiny training of helpers.TINY_FLAGS, with this file's data and schedule (the last flag wins)
+    QUICKSTART,
     *TINY_FLAGS,
     "--auxiliary_dataset",
     "synthetic:?role=auxiliary&n=30",

@@ -18,13 +18,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_train_command import TINY_FLAGS
+from helpers import QUICKSTART, TINY_FLAGS
 
 from sspa_hf.checkpoints import checkpoint_problem, latest_complete_checkpoint, signals_deferred, terminate
 from sspa_hf.commands.train import main
 from sspa_hf.run_guard import LOCK, RunLock, lock_holder
 
-QUICKSTART = str(Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml")
 FLAGS = [
     QUICKSTART,
     *TINY_FLAGS,

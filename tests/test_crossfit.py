@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Value
-from test_train_command import TINY_FLAGS
-from test_trainer import TINY, _batch, joint_data, make_trainer
+from helpers import TINY, TINY_FLAGS, joint_data, make_trainer, training_batch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
 from sspa_hf.commands.train import main
@@ -119,7 +118,7 @@ def test_transition_loss_reads_target_labels_directly_and_auxiliary_labels_throu
     trainer = make_trainer(tmp_path, train_set, k=2, selection_mode="transition")
     with torch.no_grad():
         trainer.model.standard_transition.normal_()
-    batch = _batch(trainer, list(range(100, 140)))  # 20 target rows, 20 auxiliary rows
+    batch = training_batch(trainer, list(range(100, 140)))  # 20 target rows, 20 auxiliary rows
     model = trainer.model.train()
     torch.manual_seed(1)
     loss = trainer.compute_loss(model, dict(batch))

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 from datasets import Value
-from fixtures_data import tiny_split
+from helpers import tiny_split
 
 from sspa_hf.data import JOINT_COLUMNS, build_joint, sample_fraction
 from sspa_hf.errors import UserInputError

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import csv
 from pathlib import Path
 
@@ -13,7 +9,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Image as DsImage
-from fixtures_data import (
+from helpers import (
     AFFECTNET_CODE,
     BOX_COLOUR,
     CAER_S_FOLDER,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import io
 import json
 import sys
@@ -13,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from datasets import Image as DsImage
-from fixtures_data import (
+from helpers import (
     build_affectnet_csv,
     build_affectnet_npy,
     build_caer_s,

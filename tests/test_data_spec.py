@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import pytest
 from datasets import DatasetDict
-from fixtures_data import build_rafdb, tiny_split
+from helpers import build_rafdb, tiny_split
 
 import sspa_hf.data.synthetic as synthetic
 from sspa_hf.data import load_source, parse_spec

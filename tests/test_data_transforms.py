@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset, Features, Value
 from datasets import Image as DsImage
-from fixtures_data import pixels, save_image, tiny_split
+from helpers import pixels, save_image, tiny_split
 from PIL import Image
 
 from sspa_hf.data import EvalTransform, FERTorchDataset, TrainAugment, build_joint, collate_fer

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_BACKBONE as TINY
 from PIL import Image
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import evaluate as eval_command
@@ -20,8 +18,6 @@ from sspa_hf.commands import predict as predict_command
 from sspa_hf.data.synthetic import load_synthetic
 from sspa_hf.labels import EXPRESSIONS
 from sspa_hf.metrics import classification_metrics
-
-TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
 def _save_model(folder: Path, id2label: dict[int, str] | None = None) -> SSPAForImageClassification:

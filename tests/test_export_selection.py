@@ -9,15 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_from_disk
-from test_train_command import TINY_FLAGS
+from helpers import QUICKSTART, TINY_FLAGS
 
 from sspa_hf.commands.export_selection import main as export_main
 from sspa_hf.commands.train import main as train_main
 from sspa_hf.data.sources import load_source
 
-HERE = Path(__file__).resolve().parent
-FLAGS = [  # the tiny training of test_train_command, with this file's data and schedule (the last flag wins)
-    str(HERE.parent / "recipes" / "quickstart.yaml"),
+FLAGS = [  # the tiny training of helpers.TINY_FLAGS, with this file's data and schedule (the last flag wins)
+    QUICKSTART,
     *TINY_FLAGS,
     "--auxiliary_dataset",
     "synthetic:?role=auxiliary&n=90",

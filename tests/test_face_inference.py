@@ -7,16 +7,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_BACKBONE as TINY
 from PIL import Image
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 cv2 = pytest.importorskip("cv2")
 skimage_data = pytest.importorskip("skimage.data")
@@ -31,7 +29,6 @@ from sspa_hf.data.sources import face_preparation  # noqa: E402
 from sspa_hf.errors import UserInputError  # noqa: E402
 from sspa_hf.face_inference import preparation_of  # noqa: E402
 
-TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 #: The astronaut's face box in skimage's bundled astronaut.png (Haar finds it there), cropped with half a side of
 #: context around it: the face is the middle half of each pasted crop.
 ASTRONAUT_FACE = (177, 67, 93, 93)

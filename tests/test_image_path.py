@@ -4,20 +4,16 @@ as training does (`sspa_hf.pixels.to_rgb`), 16-bit grey PNGs included."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_BACKBONE as TINY
 from PIL import Image
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import predict as predict_command
 from sspa_hf.pixels import to_rgb
-
-TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
 def test_a_16_bit_grey_png_scores_the_same_through_pipeline_and_sspa_predict(tmp_path):

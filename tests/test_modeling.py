@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_BACKBONE as TINY
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageClassification, ResNetConfig, ResNetModel
 
@@ -19,7 +20,6 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.errors import UserInputError
 from sspa_hf.weights import load_backbone_weights, load_hub_backbone
 
-TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 TINY_ARM = {**TINY, "hidden_sizes": [8, 16, 32, 256]}
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

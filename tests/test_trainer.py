@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -13,73 +12,24 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import TINY, joint_data, make_trainer, training_batch
 from transformers import TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.arguments import SSPATrainingArguments
-from sspa_hf.data import build_joint, load_source
 from sspa_hf.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
 from sspa_hf.pairing import allocate, allocate_across
 from sspa_hf.selection import STATE_FILE
 from sspa_hf.trainer import SSPATrainer
 
 HERE = Path(__file__).parent
-TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 16}
-
-
-@functools.lru_cache(maxsize=4)
-def joint_data(n_target: int, n_aux: int) -> tuple:
-    target = load_source(f"synthetic:?role=target&n={n_target}")
-    auxiliary = load_source(f"synthetic:?role=auxiliary&n={n_aux}")
-    return build_joint(target["train"], auxiliary["train"], seed=0), target["test"]
-
-
-def make_trainer(tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, **overrides):
-    torch.manual_seed(0)
-    transition = overrides.get("selection_mode") == "transition"
-    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, standard_transition=transition)
-    model = SSPAForImageClassification(config)
-    settings = {
-        "output_dir": str(tmp_path / "run"),
-        "per_device_train_batch_size": 32,
-        "per_device_eval_batch_size": 64,
-        "num_train_epochs": 4,
-        "selection_epochs": 2,
-        "learning_rate": 0.05,
-        "optim": "sgd",
-        "optim_args": "momentum=0.9",
-        "weight_decay": 5e-4,
-        "lr_scheduler_type": "cosine",
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "logging_steps": 1000,
-        "seed": 3,
-        "crop_padding": crop_padding,
-        **overrides,
-    }
-    return SSPATrainer(
-        model=model,
-        args=SSPATrainingArguments(**settings),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3),
-    )
-
-
-def _batch(trainer: SSPATrainer, indices: list[int]) -> dict[str, torch.Tensor]:
-    from sspa_hf.data.transforms import FERTorchDataset, collate_fer
-
-    dataset = FERTorchDataset(trainer.train_dataset, trainer.train_augment)
-    return collate_fer([dataset[i] for i in indices])
 
 
 def test_selection_stage_loss_uses_previous_partition_and_updates_every_sample(tmp_path):
     train_set, _ = joint_data(120, 120)
     trainer = make_trainer(tmp_path, train_set)
     model = trainer.model.train()
-    batch = _batch(trainer, list(range(100, 140)))  # 20 target rows, 20 auxiliary rows
+    batch = training_batch(trainer, list(range(100, 140)))  # 20 target rows, 20 auxiliary rows
     trainer.selector.clean[torch.arange(120, 130)] = False  # decided "noisy" in the previous epoch
     torch.manual_seed(1)
     loss = trainer.compute_loss(model, batch)
@@ -100,7 +50,7 @@ def test_pairing_stage_replaces_noisy_samples_and_counts_them(tmp_path):
     trainer.selector.epoch = trainer.args.selection_epochs  # PA stage
     noisy = torch.arange(130, 140)
     trainer.selector.clean[noisy] = False
-    batch = _batch(trainer, list(range(100, 140)))
+    batch = training_batch(trainer, list(range(100, 140)))
     loss = trainer.compute_loss(trainer.model.train(), batch)
     assert torch.isfinite(loss)
     assert int(trainer.selector.created.sum()) == 10
@@ -304,7 +254,7 @@ def test_two_processes_with_sync_batch_stats_solve_eq8_on_the_global_batch(tmp_p
 def test_label_smoothing_factor_smooths_each_experts_cross_entropy(tmp_path):
     train_set, _ = joint_data(120, 120)
     trainer = make_trainer(tmp_path, train_set, label_smoothing_factor=0.2)
-    batch = _batch(trainer, list(range(100, 132)))
+    batch = training_batch(trainer, list(range(100, 132)))
     torch.manual_seed(1)
     loss = trainer.compute_loss(trainer.model.train(), batch)
     torch.manual_seed(1)

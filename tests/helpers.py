@@ -1,11 +1,19 @@
-"""Tiny fixture trees in each real dataset layout: real file names, CSV headers and label codes, generated pixels."""
+"""What several test files share: the tiny sspa-train flags, a tiny trainer and its batches, fixture data trees.
+
+Test files import from here, never from each other (conftest.py puts this folder on sys.path). Sections: sspa-train
+runs (RECIPES, QUICKSTART, TINY_FLAGS, TINY_BACKBONE, one_line_error), SSPATrainer (TINY, joint_data, make_trainer,
+training_batch), and tiny fixture trees in each real dataset layout (real file names, CSV headers and label codes,
+generated pixels).
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +23,126 @@ from datasets import Image as DsImage
 from PIL import Image
 
 from sspa_hf.labels import EXPRESSIONS
+
+if TYPE_CHECKING:
+    import torch
+
+    from sspa_hf.trainer import SSPATrainer
+
+# ---- sspa-train runs -------------------------------------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+QUICKSTART = str(RECIPES / "quickstart.yaml")
+TINY_FLAGS = [
+    "--target_dataset",
+    "synthetic:?role=target&n=70",
+    "--auxiliary_dataset",
+    "synthetic:?role=auxiliary&n=70",
+    "--backbone_depths",
+    "1",
+    "1",
+    "1",
+    "1",
+    "--backbone_hidden_sizes",
+    "8",
+    "16",
+    "32",
+    "64",
+    "--backbone_embedding_size",
+    "8",
+    "--num_train_epochs",
+    "2",
+    "--selection_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "35",
+    "--save_strategy",
+    "no",
+    "--disable_tqdm",
+    "true",
+]
+
+# The backbone TINY_FLAGS builds, for tiny models saved and loaded without training (TINY below is twice as wide).
+TINY_BACKBONE = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
+
+
+def one_line_error(capsys) -> str:
+    """sspa-train's stderr, checked to be one `sspa-train: error: ` line without a traceback or usage; that line."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "usage:" not in err, err[:2000]
+    lines = err.splitlines()
+    assert len(lines) == 1, err[:2000]
+    assert lines[0].startswith("sspa-train: error: ")
+    return lines[0]
+
+
+# ---- SSPATrainer -----------------------------------------------------------------------------------------------
+
+TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 16}
+
+
+@functools.lru_cache(maxsize=4)
+def joint_data(n_target: int, n_aux: int) -> tuple:
+    """The joint train set of n_target generated target and n_aux auxiliary faces, and the target test split."""
+    from sspa_hf.data import build_joint, load_source
+
+    target = load_source(f"synthetic:?role=target&n={n_target}")
+    auxiliary = load_source(f"synthetic:?role=auxiliary&n={n_aux}")
+    return build_joint(target["train"], auxiliary["train"], seed=0), target["test"]
+
+
+def make_trainer(
+    tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, **overrides
+) -> SSPATrainer:
+    """A CPU SSPATrainer on a TINY backbone with k experts at 48 px; `overrides` replace its training arguments."""
+    import torch
+
+    from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
+    from sspa_hf.arguments import SSPATrainingArguments
+    from sspa_hf.trainer import SSPATrainer
+
+    torch.manual_seed(0)
+    transition = overrides.get("selection_mode") == "transition"
+    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, standard_transition=transition)
+    model = SSPAForImageClassification(config)
+    settings = {
+        "output_dir": str(tmp_path / "run"),
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "num_train_epochs": 4,
+        "selection_epochs": 2,
+        "learning_rate": 0.05,
+        "optim": "sgd",
+        "optim_args": "momentum=0.9",
+        "weight_decay": 5e-4,
+        "lr_scheduler_type": "cosine",
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "logging_steps": 1000,
+        "seed": 3,
+        "crop_padding": crop_padding,
+        **overrides,
+    }
+    return SSPATrainer(
+        model=model,
+        args=SSPATrainingArguments(**settings),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3),
+    )
+
+
+def training_batch(trainer: SSPATrainer, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The collated training batch of these rows of the trainer's train set, through its training augmentation."""
+    from sspa_hf.data.transforms import FERTorchDataset, collate_fer
+
+    dataset = FERTorchDataset(trainer.train_dataset, trainer.train_augment)
+    return collate_fer([dataset[i] for i in indices])
+
+
+# ---- fixture trees in each real dataset layout -----------------------------------------------------------------
 
 # Native codes of each dataset, written out here independently of the package's tables, so the tests check them.
 RAFDB_CODE = {1: "surprise", 2: "fear", 3: "disgust", 4: "happiness", 5: "sadness", 6: "anger", 7: "neutral"}
