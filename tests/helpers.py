@@ -2,8 +2,8 @@
 
 Test files import from here, never from each other (conftest.py puts this folder on sys.path). Sections: sspa-train
 runs (RECIPES, QUICKSTART, TINY_FLAGS, TINY_BACKBONE, one_line_error), SSPATrainer (TINY, joint_data, make_trainer,
-training_batch), and tiny fixture trees in each real dataset layout (real file names, CSV headers and label codes,
-generated pixels).
+training_batch, run_two_processes, label_table), and tiny fixture trees in each real dataset layout (real file
+names, CSV headers and label codes, generated pixels).
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ def make_trainer(
 
     from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
     from sspa_hf.arguments import SSPATrainingArguments
+    from sspa_hf.modes import get_mode
     from sspa_hf.trainer import SSPATrainer
 
     torch.manual_seed(0)
-    transition = overrides.get("selection_mode") == "transition"
-    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, standard_transition=transition)
+    needs = get_mode(overrides.get("selection_mode", "paper")).model_options  # what build_model would add
+    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, **needs)
     model = SSPAForImageClassification(config)
     settings = {
         "output_dir": str(tmp_path / "run"),
@@ -140,6 +141,43 @@ def training_batch(trainer: SSPATrainer, indices: list[int]) -> dict[str, torch.
 
     dataset = FERTorchDataset(trainer.train_dataset, trainer.train_augment)
     return collate_fer([dataset[i] for i in indices])
+
+
+def run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
+    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(here.parent)}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(here.parent / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(29500 + (os.getpid() + len(flags)) % 1000),
+        str(here / "distributed_run.py"),
+        str(tmp_path),
+        *flags,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning: the flag is set correctly
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+def label_table(n: int) -> Dataset:
+    """n rows with an id, a label cycling through the 7 classes and sample_index 0..n-1 (no images)."""
+    features = Features(
+        {"id": Value("string"), "label": ClassLabel(names=list(EXPRESSIONS)), "sample_index": Value("int64")}
+    )
+    rows = {"id": [f"row{i}" for i in range(n)], "label": [i % 7 for i in range(n)], "sample_index": list(range(n))}
+    return Dataset.from_dict(rows, features=features)
 
 
 # ---- fixture trees in each real dataset layout -----------------------------------------------------------------

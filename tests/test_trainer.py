@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TINY, joint_data, make_trainer, training_batch
+from helpers import TINY, joint_data, make_trainer, run_two_processes, training_batch
 from transformers import TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.arguments import SSPATrainingArguments
-from sspa_hf.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
+from sspa_hf.modeling_sspa import expert_cross_entropy
 from sspa_hf.pairing import allocate, allocate_across
 from sspa_hf.selection import STATE_FILE
 from sspa_hf.trainer import SSPATrainer
@@ -121,48 +121,15 @@ def test_interrupted_and_resumed_run_ends_like_the_uninterrupted_one(tmp_path):
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{stop}: {name}")
 
 
-def _run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
-    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(HERE.parent / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
-        "--main_process_port",
-        str(29500 + (os.getpid() + len(flags)) % 1000),
-        str(HERE / "distributed_run.py"),
-        str(tmp_path),
-        *flags,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning: the flag is set correctly
-    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-
-
 @pytest.mark.slow
 def test_two_processes_hold_the_same_selection_state(tmp_path):
-    states = _run_two_processes(tmp_path)
+    states = run_two_processes(tmp_path)
     for name, value in states[0].items():
         assert torch.equal(states[1][name], value), name
     # 4 epochs with 2 selection epochs; 101 samples do not split evenly over 2 ranks x 16: padding repeats some.
     assert states[0]["updates"].tolist() == [2] * 101
     assert states[0]["updated_epoch"].tolist() == [1] * 101
     assert int(states[0]["world_size"]) == 2
-
-
-@pytest.mark.slow
-def test_two_processes_learn_one_standard_transition_and_give_one_verdict(tmp_path):
-    states = _run_two_processes(tmp_path, "--transition")
-    for name, value in states[0].items():  # M is a parameter: DDP keeps it identical on every rank
-        assert torch.equal(states[1][name], value), name
-    init = torch.eye(7) * TRANSITION_INIT
-    assert not torch.allclose(states[0]["standard_transition"], init)  # it learnt
-    verdict, labels = states[0]["target_standard_label"], states[0]["labels"]
-    assert verdict.shape == labels.shape == (101,) and int(states[0]["world_size"]) == 2
-    assert torch.equal(states[0]["clean"], verdict == labels)
 
 
 @pytest.mark.slow
@@ -179,7 +146,7 @@ def test_two_processes_at_half_the_batch_end_the_selection_stage_like_one_proces
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     one = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
-    two = _run_two_processes(tmp_path, "--sync", "--selection-stage")
+    two = run_two_processes(tmp_path, "--sync", "--selection-stage")
     assert int(one["world_size"]) == 1 and int(two[0]["world_size"]) == 2
     # The same data order and augmentation: each step's global batch is rank 0's rows, then rank 1's.
     seen = torch.cat([two[0]["seen"], two[1]["seen"]], dim=1)
@@ -234,7 +201,7 @@ def test_selection_history_records_the_epoch_each_entry_closes(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_with_sync_batch_stats_solve_eq8_on_the_global_batch(tmp_path):
-    states = _run_two_processes(tmp_path, "--sync")
+    states = run_two_processes(tmp_path, "--sync")
     for name, value in states[0].items():
         if name != "allocations":
             assert torch.equal(states[1][name], value), name
