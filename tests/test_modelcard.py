@@ -145,3 +145,13 @@ def test_a_run_on_the_built_in_generated_faces_says_so_plainly(tmp_path):
     assert "This model has seen only generated faces" in text
     real = ModelCard(str(model_card(run, config, args, train_datasets=["rafdb:data/RAF-DB", synthetic[1]]))).text
     assert "only generated faces" not in real
+
+
+def test_card_lists_only_the_settings_its_selection_mode_reads(tmp_path):
+    from sspa_hf.modelcard import _hyperparameters
+
+    paper = _hyperparameters(SSPATrainingArguments(output_dir=str(tmp_path), selection_epochs=40))
+    straight = _hyperparameters(SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="straight"))
+    assert "ema_momentum (eta)" in paper and "crossfit_folds" not in paper
+    assert straight["selection_mode"] == "straight" and not {"ema_momentum (eta)", "allocation"} & set(straight)
+    assert straight["epochs"] == paper["epochs"] == 80
