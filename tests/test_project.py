@@ -35,3 +35,54 @@ def test_console_scripts_resolve_and_answer_help(capsys):
             assert exit_.code == 0, name
         out = capsys.readouterr().out
         assert f"usage: {name}" in out, name
+
+
+def test_readme_train_from_python_snippet_runs(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("Train from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md (Train from Python)", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "eval_accuracy" in printed and "eval_macro_f1" in printed
+    assert (tmp_path / "outputs" / "python" / "model.safetensors").is_file()
+
+
+def _module_imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The package modules `name` imports at module level (not under TYPE_CHECKING, not inside functions)."""
+    import ast
+
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for item in ast.walk(node):
+            if isinstance(item, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - item.level + 1] if item.level else []
+                target = ".".join(base + ([item.module] if item.module else []))
+                found |= {t for t in (target, *(f"{target}.{a.name}" for a in item.names)) if t in known}
+            elif isinstance(item, ast.Import):
+                found |= {a.name for a in item.names if a.name in known}
+    return {t for t in found if t != name and not name.startswith(t + ".")}  # the parent package is loading already
+
+
+def test_the_package_import_graph_has_no_cycle():
+    paths = {}
+    for path in (ROOT / "sspa_hf").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: _module_imports(path, name, set(paths)) for name, path in paths.items()}
+    assert graph["sspa_hf.trainer"] >= {"sspa_hf.modes", "sspa_hf.callbacks"}  # the walk sees relative imports
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " -> ".join((*path[path.index(name) :], name))
+        if name not in done:
+            for dependency in sorted(graph[name]):
+                visit(dependency, (*path, name))
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
