@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..checkpoints import resolve_resume, terminate
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from ..metrics import classification_metrics, format_summary
 from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from . import run_command
@@ -144,14 +144,9 @@ def push_final(trainer: Any, **card: Any) -> None:
         trainer.push_to_hub(**card)
     except Exception as exc:
         raise UserInputError(
-            f"the push to the Hub failed ({_first_line(exc)}); the trained model is complete in "
+            f"the push to the Hub failed ({first_line(exc)}); the trained model is complete in "
             f"{trainer.args.output_dir}: push it later with `hf upload REPO_ID {trainer.args.output_dir}`"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> bool:
@@ -304,9 +299,9 @@ def _main(argv: list[str]) -> int:
         train(model_args, data_args, training_args, status=status, push_at_end=push_at_end)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
-            status.write("interrupted", str(exc) or "KeyboardInterrupt", last_checkpoint=True)
+            status.write("interrupted", exc, last_checkpoint=True)
         else:
-            status.write("failed", f"{type(exc).__name__}: {exc}")
+            status.write("failed", exc)
         if lock is not None:
             lock.release()
         if made_folder and training_args.should_save:

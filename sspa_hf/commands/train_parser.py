@@ -20,7 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 
 PROG = "sspa-train"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -206,7 +206,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
     except ValueError as exc:  # values refused by the dataclasses' __post_init__
         if isinstance(exc, UserInputError):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise UserInputError(f"{_blame(message, parser, flags, recipe)}: {message}") from exc
     if remaining:
         first = remaining[0]
