@@ -16,10 +16,9 @@ from datasets import Dataset, Value
 from transformers import Trainer
 
 from .errors import UserInputError
+from .run_folder import CROSSFIT_PROBS as PROBS_FILE
 
 logger = logging.getLogger(__name__)
-
-PROBS_FILE = "crossfit_probs.npz"
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -21,10 +21,8 @@ from typing import Any
 
 from .checkpoints import STAGING, checkpoints_newest_first, latest_complete_checkpoint
 from .errors import UserInputError, first_line
-from .run_folder import DATA_ARGS
+from .run_folder import DATA_ARGS, LOCK, RUN_STATUS
 
-LOCK = ".sspa-train.lock"
-RUN_STATUS = "run_status.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 10 * HEARTBEAT_S  # a lock from another host whose heartbeat is older than this is stale
 # What a resume must train on again: the run's selection state is per sample of this data.

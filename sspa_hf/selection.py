@@ -15,8 +15,8 @@ import torch
 
 from .errors import UserInputError
 from .metrics import selection_quality
+from .run_folder import SELECTION_STATE as STATE_FILE
 
-STATE_FILE = "selection_state.safetensors"
 logger = logging.getLogger(__name__)
 _TENSORS = ("tau", "clean", "pending", "last_py", "updates", "updated_epoch", "changed_epoch", "created")
 

@@ -10,9 +10,10 @@ import sys
 import datasets
 
 from ..data import FORMATS, PrepareOptions, parse_spec, prepare_source
-from ..data.prepare import BAD_IMAGES_REPORT, NO_FACE_REPORT
+from ..data.prepare import NO_FACE_REPORT
 from ..data.saved import MANIFEST
 from ..errors import UserInputError
+from ..run_folder import BAD_IMAGES_REPORT
 from . import run_command
 
 PROG = "sspa-prepare"

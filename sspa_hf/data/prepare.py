@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from ..errors import UserInputError
+from ..run_folder import BAD_IMAGES_REPORT
 from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
 from .faces import DETECTION_MARGIN, Box, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
 from .images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
@@ -31,7 +32,6 @@ from .schema import GEOMETRY_COLUMNS, FaceWork, RawSource, SourceSpec, class_cou
 
 logger = logging.getLogger("sspa_hf.data")
 
-BAD_IMAGES_REPORT = "bad_images.tsv"
 NO_FACE_REPORT = "no_face.tsv"
 ALIGNED_SIZE = 224  # face size of aligned output when image_size is 0 (keep)
 
