@@ -21,14 +21,14 @@ from typing import Any
 
 from .checkpoints import STAGING, checkpoints_newest_first, latest_complete_checkpoint
 from .errors import UserInputError, first_line
-from .run_folder import DATA_ARGS, LOCK, RUN_STATUS
+from .run_folder import DATA_ARGS, LOCK, RECIPE, RUN_STATUS
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 10 * HEARTBEAT_S  # a lock from another host whose heartbeat is older than this is stale
 # What a resume must train on again: the run's selection state is per sample of this data.
 RESUME_KEYS = ("target_dataset", "auxiliary_dataset", "auxiliary_fraction", "auxiliary_stratified", "seed")
 # Files a failed attempt may leave that are only bookkeeping: a folder holding nothing else is removed.
-BOOKKEEPING = {RUN_STATUS, LOCK, DATA_ARGS, STAGING}
+BOOKKEEPING = {RUN_STATUS, LOCK, DATA_ARGS, RECIPE, STAGING}
 
 
 def _error_line(error: BaseException) -> str:

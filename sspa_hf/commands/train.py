@@ -26,7 +26,7 @@ from ..errors import UserInputError, first_line
 from ..metrics import classification_metrics, format_summary
 from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from . import run_command
-from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
+from .train_parser import TrainArgumentParser, load_recipe, parse_arguments, write_recipe
 
 __all__ = ["load_recipe", "main", "parse_arguments", "train"]
 
@@ -49,6 +49,7 @@ def train(
     from ..run_folder import (
         CONFUSION_MATRIX,
         DATA_ARGS,
+        RECIPE,
         write_evaluation_report,
         write_predictions,
         write_training_report,
@@ -66,6 +67,7 @@ def train(
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}
         (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
+        write_recipe(Path(args.output_dir) / RECIPE, model_args, data_args, args)  # `sspa-train OUT/recipe.yaml`
     if args.selection_mode == "cleanlab":
         from ..crossfit import clean_with_cleanlab
 
