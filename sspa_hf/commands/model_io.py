@@ -11,12 +11,12 @@ from ..errors import UserInputError, first_line
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --trust-remote-code, shared by sspa-eval and sspa-predict."""
+    """--device and --trust_remote_code, shared by sspa-eval and sspa-predict."""
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)"
     )
     parser.add_argument(
-        "--trust-remote-code",
+        "--trust_remote_code",
         action="store_true",
         help="load the modelling code saved in the model folder instead of this package's (for models saved by "
         "other versions)",

@@ -9,6 +9,7 @@ recipe key nor a flag is ever taken for a longer name.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import enum
@@ -108,8 +109,16 @@ class TrainArgumentParser(HfArgumentParser):
             group = helper.add_argument_group(title)
             for name in names:
                 if name in actions:
-                    group._add_action(actions[name])
+                    group._add_action(_snake_case_only(actions[name]))
         return helper.format_help()
+
+
+def _snake_case_only(action: argparse.Action) -> argparse.Action:
+    """The action as --help shows it: its --snake_case spelling only (HfArgumentParser also adds --kebab-case
+    aliases, which still parse)."""
+    shown = copy.copy(action)
+    shown.option_strings = [o for o in action.option_strings if "-" not in o[2:]] or action.option_strings
+    return shown
 
 
 def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def _process_batch(batch: dict[str, list], work: dict[str, Any], options: dict[s
             face, note = face_from(image, face_work, box, landmarks, opts.image_size, name)
         except BadImageError as err:
             if not opts.skip_bad_images:
-                raise UserInputError(f"{err} (pass --skip-bad-images to leave such images out and list them)") from None
+                raise UserInputError(f"{err} (pass --skip_bad_images to leave such images out and list them)") from None
             images.append(None)
             status.append(f"bad:{err.reason}")
             continue
