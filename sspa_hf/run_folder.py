@@ -116,7 +116,7 @@ def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
     history_path = folder / SELECTION_HISTORY
     if history_path.is_file():
         return list(json.loads(history_path.read_text()))
-    state_path = folder / "trainer_state.json"
+    state_path = folder / TRAINER_STATE
     if state_path.is_file():
         log = json.loads(state_path.read_text()).get("log_history", [])
         return [row for row in log if any(key.startswith("selection/") for key in row)]

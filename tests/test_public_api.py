@@ -75,3 +75,38 @@ def test_auto_classes_still_registered() -> None:
 def test_py_typed_is_shipped() -> None:
     assert (ROOT / "sspa_hf" / "py.typed").is_file()
     assert "py.typed" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_run_folder_names_each_file_once_and_lists_it() -> None:
+    """Each name is defined in run_folder alone (a quoted copy elsewhere in sspa_hf would drift) and its
+    docstring's table lists every file."""
+    from sspa_hf import run_folder
+
+    names = {
+        name: value
+        for name, value in vars(run_folder).items()
+        if name.isupper() and isinstance(value, str) and "." in value
+    }
+    assert {"RECIPE", "RUN_STATUS", "LOCK", "STAGING", "SELECTION_STATE", "BAD_IMAGES_REPORT", "CROSSFIT_PROBS"} <= set(
+        names
+    )
+    for name, value in names.items():
+        assert f"`{value}" in run_folder.__doc__ and f"({name})" in run_folder.__doc__, name
+    moved = (
+        "RECIPE",
+        "DATA_ARGS",
+        "RUN_STATUS",
+        "LOCK",
+        "STAGING",
+        "SELECTION_STATE",
+        "BAD_IMAGES_REPORT",
+        "CROSSFIT_PROBS",
+    )
+    copies = [
+        f"{path.relative_to(ROOT)}: {names[name]}"
+        for path in (ROOT / "sspa_hf").rglob("*.py")
+        if path.name != "run_folder.py"
+        for name in moved
+        if f'"{names[name]}"' in path.read_text()
+    ]
+    assert not copies, copies
