@@ -2,7 +2,15 @@
 
 Importing the package registers `SSPAConfig` / `SSPAForImageClassification` with the Auto classes, and marks
 them for `auto_map` so saved folders also load with `trust_remote_code=True` where the package is absent.
+
+The training API (`SSPATrainer`, the argument dataclasses, `build_model`, `load_source`, `build_joint`) is exported
+lazily (PEP 562): `import sspa_hf` does not import the trainer or `datasets`; the first use of a name does.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig, AutoModelForImageClassification
 
@@ -11,6 +19,12 @@ from .labels import EXPRESSIONS, ID2LABEL, LABEL2ID
 from .modeling_sspa import SSPAForImageClassification, SSPAOutput
 from .processing import make_image_processor
 
+if TYPE_CHECKING:
+    from .arguments import DataArguments, ModelArguments, SSPATrainingArguments
+    from .build import build_model
+    from .data import build_joint, load_source
+    from .trainer import SSPATrainer
+
 __version__ = "0.1.0"
 
 AutoConfig.register(SSPAConfig.model_type, SSPAConfig, exist_ok=True)
@@ -18,13 +32,44 @@ AutoModelForImageClassification.register(SSPAConfig, SSPAForImageClassification,
 SSPAConfig.register_for_auto_class()
 SSPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
+#: Lazily exported name -> the module (relative to this package) that defines it.
+_LAZY: dict[str, str] = {
+    "SSPATrainer": ".trainer",
+    "SSPATrainingArguments": ".arguments",
+    "ModelArguments": ".arguments",
+    "DataArguments": ".arguments",
+    "build_model": ".build",
+    "load_source": ".data",
+    "build_joint": ".data",
+}
+
 __all__ = [
     "EXPRESSIONS",
     "ID2LABEL",
     "LABEL2ID",
+    "DataArguments",
+    "ModelArguments",
     "SSPAConfig",
     "SSPAForImageClassification",
     "SSPAOutput",
+    "SSPATrainer",
+    "SSPATrainingArguments",
+    "build_joint",
+    "build_model",
+    "load_source",
     "make_image_processor",
     "resnet18_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first use (and keep it, so later look-ups are plain attributes)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -14,7 +14,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Re
 from .arguments import DataArguments, ModelArguments
 from .configuration_sspa import SSPAConfig
 from .data import build_joint, load_source
-from .errors import UserInputError
+from .errors import UserInputError, first_line
 from .image_check import without_bad_images
 from .labels import EXPRESSIONS
 from .modeling_sspa import SSPAForImageClassification
@@ -32,8 +32,7 @@ def _one_line(what: str, name: str) -> Iterator[None]:
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, UserInputError):
             raise
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise UserInputError(f"{what}: cannot load {name}: {lines[0] if lines else type(exc).__name__}") from exc
+        raise UserInputError(f"{what}: cannot load {name}: {first_line(exc)}") from exc
 
 
 def build_model(args: ModelArguments, standard_transition: bool = False):

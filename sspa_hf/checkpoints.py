@@ -22,10 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserInputError
+from .run_folder import SELECTION_STATE, TRAINER_STATE
 
-STAGING = ".saving"  # not matched by transformers' `^checkpoint-(\d+)$`, so never taken for a checkpoint
-SELECTION_STATE = "selection_state.safetensors"
-TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")

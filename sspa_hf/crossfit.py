@@ -16,10 +16,9 @@ from datasets import Dataset, Value
 from transformers import Trainer
 
 from .errors import UserInputError
+from .run_folder import CROSSFIT_PROBS
 
 logger = logging.getLogger(__name__)
-
-PROBS_FILE = "crossfit_probs.npz"
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -44,13 +43,13 @@ def reindexed(data: Dataset, rows: np.ndarray) -> Dataset:
 def crossfit_probabilities(
     data: Dataset, make_trainer: Callable[[Dataset, Path], Trainer], folds: int, seed: int, output_dir: Path
 ) -> np.ndarray:
-    """(N, C) out-of-sample probabilities for the joint training set `data`; cached in `output_dir/PROBS_FILE`.
+    """(N, C) out-of-sample probabilities for the joint training set `data`; cached in `output_dir/CROSSFIT_PROBS`.
 
     `make_trainer(train_subset, fold_dir)` returns a ready trainer with a fresh model. A cache written for the
     same folds is reused, so an interrupted run resumes after the probes.
     """
     fold = assign_folds(np.asarray(data["label"]), folds, seed)
-    cache = output_dir / PROBS_FILE
+    cache = output_dir / CROSSFIT_PROBS
     if cache.is_file():
         stored = np.load(cache)
         if np.array_equal(stored["fold"], fold):

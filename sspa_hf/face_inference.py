@@ -52,7 +52,7 @@ def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
     if preparation["faces"] != "detected":
         known = "record no face preparation" if preparation["faces"] == "unknown" else "were not detected"
         logger.warning(
-            "the model's training faces %s (%s): --detect-faces crops with %s and widening %.2f, which may "
+            "the model's training faces %s (%s): --detect_faces crops with %s and widening %.2f, which may "
             "differ from them",
             known,
             preparation["faces"].replace("_", " "),

@@ -21,10 +21,10 @@ from typing import Any
 
 from .data.images import BadImageError, image_name, read_bytes
 from .errors import UserInputError
+from .run_folder import BAD_IMAGES_REPORT
 
 logger = logging.getLogger(__name__)
 
-BAD_IMAGES_REPORT = "bad_images.tsv"
 CHECK_CHUNK = 4096  # rows read and checked at a time
 CHECK_VERSION = 2  # bump when what counts as a bad image changes: old verdicts are then ignored
 _MAGIC = {b"\xff\xd8\xff\xe0": "JPEG", b"\xff\xd8\xff\xe1": "JPEG", b"\x89PNG": "PNG"}

@@ -1,13 +1,33 @@
-"""The run folder: the files a training run (and `sspa-eval`) writes beside the model, with their readers and writers.
+"""The run folder: every file a training run (and `sspa-eval`) writes in `output_dir`, named here once, with the
+readers and writers of the reports.
 
-| file | written by | what |
-| --- | --- | --- |
-| `selection.parquet` | `write_selection` | one row per training sample: final side, thresholds, last p_i(y), updates |
-| `selection_history.json` | `write_selection` | the per-epoch selection statistics |
-| `eval_metrics.json`, `confusion_matrix.png` | `write_evaluation_report` | Eq. 9-12 metrics, per class, the matrix |
-| `eval_predictions.parquet` | `write_predictions` | one row per evaluation face: label, prediction, probabilities |
-| `class_distribution.png`, `clean_ratio.png`, `selection_grid.png` | `write_training_report` | figures |
-| `README.md` | `sspa_hf.modelcard` | the model card |
+Written by `sspa-train` / `SSPATrainer` (the constant that names each file in brackets):
+
+| file | what |
+| --- | --- |
+| `recipe.yaml` (RECIPE) | the resolved arguments (recipe + `extends` + flags); `sspa-train OUT/recipe.yaml` reruns it |
+| `data_args.json` (DATA_ARGS) | the data arguments and seed of the run (sspa-export-selection rebuilds the set) |
+| `run_status.json` (RUN_STATUS) | running / complete / failed / interrupted, PID, host, heartbeat, last error line |
+| `.sspa-train.lock` (LOCK) | PID, host and start of the one process writing the folder (removed at the end) |
+| `.saving/` (STAGING) | a checkpoint being written; renamed to `checkpoint-N/` once complete and fsynced |
+| `checkpoint-N/` | the Trainer's checkpoint (weights, optimizer, trainer state) + the selection state |
+| `selection_state.safetensors` (SELECTION_STATE) | in each checkpoint: thresholds, partition, p_i(y) for resuming |
+| `trainer_state.json` (TRAINER_STATE) | the Trainer's log history (also in each checkpoint) |
+| `model.safetensors`, `config.json`, `preprocessor_config.json`, `*.py` | the model (`auto_map` modelling code) |
+| `training_args.bin`, `train_results.json`, `eval_results.json`, `all_results.json` | the Trainer's own files |
+| `selection.parquet` (SELECTION_TABLE) | one row per training sample: final side, thresholds, last p_i(y), updates |
+| `selection_history.json` (SELECTION_HISTORY) | the per-epoch selection statistics |
+| `eval_metrics.json` (EVAL_METRICS) | Eq. 9-12 metrics and per-class scores on the evaluation split |
+| `confusion_matrix.png` (CONFUSION_MATRIX) | the evaluation confusion matrix |
+| `eval_predictions.parquet` (EVAL_PREDICTIONS) | one row per evaluation face: label, prediction, probabilities |
+| `class_distribution.png`, `clean_ratio.png`, `selection_grid.png` (REPORT_FILES) | the training figures |
+| `README.md` (MODEL_CARD) | the model card (`sspa_hf.modelcard`) |
+| `bad_images.tsv` (BAD_IMAGES_REPORT), `bad_images_evaluation.tsv` | images that did not decode |
+| `crossfit/` | selection_mode cleanlab: the `fold-K/` probe trainings and `crossfit_probs.npz` (CROSSFIT_PROBS) |
+| `runs/` | TensorBoard event files (`report_to tensorboard`) |
+
+This module imports only the standard library at import time (numpy, pandas, pyarrow and the plots are imported
+by the functions that need them), so that any module may import the names without a cycle or a heavy import.
 """
 
 from __future__ import annotations
@@ -16,34 +36,33 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from .data.columns import read_column
 from .labels import EXPRESSIONS
-from .metrics import classification_metrics, selection_counts, selection_quality
-from .plots import (
-    history_series,
-    plot_class_distribution,
-    plot_clean_ratio_history,
-    plot_confusion_matrix,
-    plot_selection_grid,
-)
-from .selection import SampleSelector
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from .selection import SampleSelector
 
 logger = logging.getLogger(__name__)
 
+RECIPE = "recipe.yaml"  # the resolved arguments, loadable again as a recipe (commands/train_parser.write_recipe)
+DATA_ARGS = "data_args.json"  # the data arguments a run trained on (sspa-export-selection rebuilds the set)
+RUN_STATUS = "run_status.json"
+LOCK = ".sspa-train.lock"
+STAGING = ".saving"  # not matched by transformers' `^checkpoint-(\d+)$`, so never taken for a checkpoint
+SELECTION_STATE = "selection_state.safetensors"
+TRAINER_STATE = "trainer_state.json"
 SELECTION_TABLE = "selection.parquet"
 SELECTION_HISTORY = "selection_history.json"
 EVAL_METRICS = "eval_metrics.json"
 EVAL_PREDICTIONS = "eval_predictions.parquet"  # per-face predictions: paired intervals between runs (intervals.py)
 CONFUSION_MATRIX = "confusion_matrix.png"
 MODEL_CARD = "README.md"
-DATA_ARGS = "data_args.json"  # the data arguments a run trained on (sspa-export-selection rebuilds the set)
+BAD_IMAGES_REPORT = "bad_images.tsv"  # also the name in a prepared folder (sspa-prepare --skip_bad_images)
+CROSSFIT_PROBS = "crossfit_probs.npz"
 #: Figures `write_training_report` writes.
 REPORT_FILES: tuple[str, ...] = ("class_distribution.png", "clean_ratio.png", "selection_grid.png")
 
@@ -52,6 +71,12 @@ def write_selection(
     output_dir: str | Path, selector: SampleSelector, train_dataset: Any, extra: dict[str, np.ndarray] | None = None
 ) -> None:
     """selection.parquet (one row per training sample, plus `extra` columns) and selection_history.json."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .data.columns import read_column
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     columns = {
@@ -75,6 +100,8 @@ def write_selection(
 
 def read_selection_table(path: str | Path) -> pd.DataFrame:
     """A `selection.parquet` (or the one in a run folder) as a DataFrame."""
+    import pandas as pd
+
     path = Path(path)
     return pd.read_parquet(path / SELECTION_TABLE if path.is_dir() else path)
 
@@ -89,7 +116,7 @@ def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
     history_path = folder / SELECTION_HISTORY
     if history_path.is_file():
         return list(json.loads(history_path.read_text()))
-    state_path = folder / "trainer_state.json"
+    state_path = folder / TRAINER_STATE
     if state_path.is_file():
         log = json.loads(state_path.read_text()).get("log_history", [])
         return [row for row in log if any(key.startswith("selection/") for key in row)]
@@ -98,6 +125,8 @@ def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
 
 def selection_summary(table: pd.DataFrame, class_names: Sequence[str] = EXPRESSIONS) -> dict[str, Any]:
     """Per-class auxiliary and selected counts, and the selection quality where reference labels are known."""
+    from .metrics import selection_counts, selection_quality
+
     counts = selection_counts(table["label"], table["is_target"], table["clean"], len(class_names))
     per_class = {
         name: {"auxiliary": int(counts["auxiliary"][c]), "selected": int(counts["selected"][c])}
@@ -131,6 +160,9 @@ def write_evaluation_report(
     Written as eval_metrics.json (with `record`, e.g. model, dataset, split, appended) and confusion_matrix.png;
     returns what was written.
     """
+    from .metrics import classification_metrics
+    from .plots import plot_confusion_matrix
+
     names = list(class_names)
     metrics = {**classification_metrics(y_true, y_pred, num_classes=len(names), class_names=names), **record}
     output_dir = Path(output_dir)
@@ -144,6 +176,10 @@ def write_predictions(
     output_dir: str | Path, y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str]
 ) -> Path:
     """eval_predictions.parquet: per evaluation face (in evaluation-set order) its label, argmax and probabilities."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     logits = np.asarray(logits, dtype=np.float64)
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
@@ -160,6 +196,8 @@ def write_predictions(
 
 def read_predictions(output_dir: str | Path) -> pd.DataFrame | None:
     """A run's eval_predictions.parquet (None when the run wrote none)."""
+    import pandas as pd
+
     path = Path(output_dir) / EVAL_PREDICTIONS
     return pd.read_parquet(path) if path.is_file() else None
 
@@ -170,6 +208,8 @@ def write_training_report(output_dir: str | Path, train_dataset: Any = None) -> 
     Reads ``selection.parquet`` and ``selection_history.json`` there; a missing file, a run without auxiliary
     data, or no `train_dataset` (faces for the grid) skips the figures concerned with a log line.
     """
+    from .plots import history_series, plot_class_distribution, plot_clean_ratio_history, plot_selection_grid
+
     output_dir = Path(output_dir)
     table_path = output_dir / SELECTION_TABLE
     if not table_path.is_file():

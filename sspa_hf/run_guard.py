@@ -19,18 +19,26 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import STAGING, checkpoints_newest_first, latest_complete_checkpoint
-from .errors import UserInputError
-from .run_folder import DATA_ARGS
+from .checkpoints import checkpoints_newest_first, latest_complete_checkpoint
+from .errors import UserInputError, first_line
+from .run_folder import DATA_ARGS, LOCK, RECIPE, RUN_STATUS, STAGING
 
-LOCK = ".sspa-train.lock"
-RUN_STATUS = "run_status.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 10 * HEARTBEAT_S  # a lock from another host whose heartbeat is older than this is stale
 # What a resume must train on again: the run's selection state is per sample of this data.
 RESUME_KEYS = ("target_dataset", "auxiliary_dataset", "auxiliary_fraction", "auxiliary_stratified", "seed")
 # Files a failed attempt may leave that are only bookkeeping: a folder holding nothing else is removed.
-BOOKKEEPING = {RUN_STATUS, LOCK, DATA_ARGS, STAGING}
+BOOKKEEPING = {RUN_STATUS, LOCK, DATA_ARGS, RECIPE, STAGING}
+
+
+def _error_line(error: BaseException) -> str:
+    """A failure as `Type: first line`; an interruption as its own first line (its signal) or its class name."""
+    line = first_line(error)
+    return (
+        line
+        if isinstance(error, KeyboardInterrupt) or line == type(error).__name__
+        else f"{type(error).__name__}: {line}"
+    )
 
 
 def _now() -> str:
@@ -208,8 +216,9 @@ class RunStatus:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
-    def write(self, state: str, error: str | None = None, last_checkpoint: bool = False) -> None:
-        """Record `state`; with `last_checkpoint`, also the checkpoint a resumed run would start from."""
+    def write(self, state: str, error: BaseException | None = None, last_checkpoint: bool = False) -> None:
+        """Record `state` (and `error` in one line); with `last_checkpoint`, also the checkpoint a resumed run would
+        start from."""
         if not self.enabled:
             return
         if state != "running":
@@ -218,8 +227,8 @@ class RunStatus:
         record.update(heartbeat=record["time"], heartbeat_unix=time.time())
         if self.resumed_from:
             record["resumed_from"] = self.resumed_from
-        if error:
-            record["error"] = error.strip().splitlines()[0] if error.strip() else error
+        if error is not None:
+            record["error"] = _error_line(error)
         if last_checkpoint:
             last = latest_complete_checkpoint(self.path.parent)[0]
             record["last_checkpoint"] = str(last) if last else None

@@ -15,8 +15,8 @@ import torch
 
 from .errors import UserInputError
 from .metrics import selection_quality
+from .run_folder import SELECTION_STATE
 
-STATE_FILE = "selection_state.safetensors"
 logger = logging.getLogger(__name__)
 _TENSORS = ("tau", "clean", "pending", "last_py", "updates", "updated_epoch", "changed_epoch", "created")
 
@@ -182,7 +182,7 @@ class SampleSelector:
         """Write the state to `directory/selection_state.safetensors` (tensors + epoch and history as metadata)."""
         from safetensors.torch import save_file
 
-        path = Path(directory) / STATE_FILE
+        path = Path(directory) / SELECTION_STATE
         metadata = {"epoch": str(self.epoch), "history": json.dumps(self.history), "num_samples": str(len(self))}
         save_file(self.state_dict(), str(path), metadata=metadata)
         return path
@@ -191,7 +191,7 @@ class SampleSelector:
         """Restore a state written by `save`; the sample count must match the training set."""
         from safetensors import safe_open
 
-        path = Path(directory) / STATE_FILE
+        path = Path(directory) / SELECTION_STATE
         if not path.is_file():
             raise UserInputError(f"{path} not found: the checkpoint was not written by SSPATrainer")
         with safe_open(str(path), framework="pt") as handle:

@@ -23,7 +23,6 @@ from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 from .arguments import SSPATrainingArguments
 from .callbacks import QUIET, EpochCallback, epoch_line, say, stage_switch_line
 from .checkpoints import (
-    STAGING,
     disk_full,
     latest_complete_checkpoint,
     publish,
@@ -36,7 +35,7 @@ from .errors import UserInputError
 from .modelcard import model_card
 from .modeling_sspa import expert_cross_entropy
 from .modes import SelectionMode, get_mode
-from .run_folder import MODEL_CARD, write_selection
+from .run_folder import MODEL_CARD, STAGING, TRAINER_STATE, write_selection
 from .selection import SampleSelector
 from .sync_batchnorm import synchronise_batchnorm
 
@@ -283,7 +282,7 @@ class SSPATrainer(Trainer):
                 best = self.state.best_model_checkpoint
                 if best and Path(best).parent == staging:
                     self.state.best_model_checkpoint = str(run_dir / Path(best).name)
-                    self.state.save_to_json(str(staging / name / "trainer_state.json"))
+                    self.state.save_to_json(str(staging / name / TRAINER_STATE))
                 publish(staging / name, run_dir / name)
                 shutil.rmtree(staging, ignore_errors=True)
                 rotate_checkpoints(

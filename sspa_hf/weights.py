@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserInputError
+from .errors import UserInputError, first_line
 from .modeling_sspa import SSPAForImageClassification
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserInputError(
-                f"backbone weights: {path} is not a state dict that loads with weights_only=True ({first_line}); "
+                f"backbone weights: {path} is not a state dict that loads with weights_only=True ({first_line(exc)}); "
                 "arbitrary pickled objects are refused"
             ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

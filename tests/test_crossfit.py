@@ -10,7 +10,8 @@ import pytest
 from datasets import Dataset
 from helpers import label_table
 
-from sspa_hf.crossfit import PROBS_FILE, assign_folds, crossfit_probabilities
+from sspa_hf.crossfit import assign_folds, crossfit_probabilities
+from sspa_hf.run_folder import CROSSFIT_PROBS
 
 
 class _FakeTrainer:
@@ -55,4 +56,4 @@ def test_every_row_is_predicted_by_the_model_that_left_its_fold_out(tmp_path):
     # The cache answers a second call for the same folds without training anything.
     again = crossfit_probabilities(data, lambda *a: pytest.fail("trained again"), 3, 1, tmp_path)
     np.testing.assert_array_equal(again, probs)
-    assert (tmp_path / PROBS_FILE).is_file()
+    assert (tmp_path / CROSSFIT_PROBS).is_file()

@@ -44,7 +44,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_prepare_writes_dataset_and_manifest_then_reuses_it(tmp_path, capsys):
     build_rafdb(tmp_path / "raf")
     out = tmp_path / "prepared"
-    code, stdout, _ = run(capsys, f"rafdb:{tmp_path / 'raf'}", str(out), "--num-proc", "1")
+    code, stdout, _ = run(capsys, f"rafdb:{tmp_path / 'raf'}", str(out), "--num_proc", "1")
     assert code == 0 and "wrote" in stdout and "train 7, test 7" in stdout
     manifest = json.loads((out / "sspa_prepare.json").read_text())
     assert manifest["splits"]["train"]["rows"] == 7 and len(manifest["fingerprint"]) == 64
@@ -65,7 +65,7 @@ def test_prepare_writes_dataset_and_manifest_then_reuses_it(tmp_path, capsys):
     assert code == 0 and "wrote" in stdout  # a changed source file invalidates the cache
     assert stored(load_source(str(out))["train"]) != original
 
-    code, stdout, _ = run(capsys, f"rafdb:{tmp_path / 'raf'}", str(out), "--image-size", "50")
+    code, stdout, _ = run(capsys, f"rafdb:{tmp_path / 'raf'}", str(out), "--image_size", "50")
     assert code == 0 and "wrote" in stdout  # so does a changed option
     image = load_source(str(out))["train"][0]["image"]
     assert image.size == (50, 50) and image.format == "JPEG"
@@ -92,13 +92,13 @@ def _folder_with_a_truncated_image(root, n=130):
 def test_bad_image_is_an_error_naming_it_or_skipped_and_reported(tmp_path, capsys):
     bad = _folder_with_a_truncated_image(tmp_path / "faces")
     spec = f"imagefolder:{tmp_path / 'faces'}"
-    code, _, err = run(capsys, spec, str(tmp_path / "out"), "--num-proc", "2")
+    code, _, err = run(capsys, spec, str(tmp_path / "out"), "--num_proc", "2")
     assert code == 2
     assert err.startswith("sspa-prepare: error: cannot read image ") and str(bad) in err and err.count("\n") == 1
-    assert "--skip-bad-images" in err
+    assert "--skip_bad_images" in err
     assert not (tmp_path / "out").exists()
 
-    code, stdout, _ = run(capsys, spec, str(tmp_path / "out"), "--num-proc", "2", "--skip-bad-images")
+    code, stdout, _ = run(capsys, spec, str(tmp_path / "out"), "--num_proc", "2", "--skip_bad_images")
     assert code == 0 and "1 bad image(s) left out" in stdout
     report = (tmp_path / "out" / "bad_images.tsv").read_text().splitlines()
     assert report[0] == "split\tid\tfile\treason" and report[1].startswith(f"train\tsad/064.png\t{bad}\t")
@@ -119,7 +119,7 @@ def test_command_errors_are_one_line_and_help_works(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert main(["--help"]) == 0
     help_text = capsys.readouterr().out
-    assert "fer2013_ferplus" in help_text and "--skip-bad-images" in help_text and "examples:" in help_text
+    assert "fer2013_ferplus" in help_text and "--skip_bad_images" in help_text and "examples:" in help_text
 
 
 class FakeDetector:
@@ -137,7 +137,7 @@ def test_caer_s_faces_are_detected_cropped_and_frames_without_one_listed(tmp_pat
     frame = tmp_path / "caer" / "test" / "Sad" / "0001.png"
     Image.new("RGB", (64, 36)).save(frame)  # a black frame: no face
     monkeypatch.setattr(prepare_module, "get_detector", lambda name: FakeDetector())
-    code, stdout, _ = run(capsys, f"caer_s:{tmp_path / 'caer'}", str(tmp_path / "out"), "--image-size", "16")
+    code, stdout, _ = run(capsys, f"caer_s:{tmp_path / 'caer'}", str(tmp_path / "out"), "--image_size", "16")
     assert code == 0 and "1 frame(s) without a detected face left out" in stdout
     ds = load_source(str(tmp_path / "out"))
     assert len(ds["train"]) == 7 and len(ds["test"]) == 6
@@ -153,7 +153,7 @@ def test_caer_s_faces_are_detected_cropped_and_frames_without_one_listed(tmp_pat
     manifest = json.loads((tmp_path / "out" / "sspa_prepare.json").read_text())
     assert manifest["no_face"] == 1 and manifest["face_work"]["detect"]
 
-    code, _, _ = run(capsys, f"caer_s:{tmp_path / 'caer'}", str(tmp_path / "aligned"), "--align", "--image-size", "24")
+    code, _, _ = run(capsys, f"caer_s:{tmp_path / 'caer'}", str(tmp_path / "aligned"), "--align", "--image_size", "24")
     assert code == 0 and load_source(str(tmp_path / "aligned"))["train"][0]["image"].size == (24, 24)
 
 
@@ -191,7 +191,7 @@ def test_eye_centres_from_68_landmarks():
 
 def test_affectnet_alignment_through_prepare_and_aliased_test_split(tmp_path, capsys):
     build_affectnet_npy(tmp_path / "an")
-    code, _, _ = run(capsys, f"affectnet:{tmp_path / 'an'}", str(tmp_path / "out"), "--align", "--image-size", "32")
+    code, _, _ = run(capsys, f"affectnet:{tmp_path / 'an'}", str(tmp_path / "out"), "--align", "--image_size", "32")
     assert code == 0
     ds = load_source(str(tmp_path / "out"))
     assert list(ds) == ["train", "validation", "test"] and ds["test"]["id"] == ds["validation"]["id"]

@@ -72,7 +72,7 @@ def _probabilities(model: SSPAForImageClassification, path: Path) -> np.ndarray:
 def test_predict_writes_top_k_csv_with_the_models_own_probabilities(setup):
     root, model = setup["root"], setup["model"]
     out = root / "preds.csv"
-    status = predict_command.main([str(root / "model"), str(root / "loose"), "--top-k", "3", "--output", str(out)])
+    status = predict_command.main([str(root / "model"), str(root / "loose"), "--top_k", "3", "--output", str(out)])
     assert status == 0
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -95,20 +95,20 @@ def test_predict_json_from_files_and_globs_without_duplicates(setup):
     root = setup["root"]
     out = root / "out" / "preds.json"
     first = str(setup["loose"][0])
-    argv = [str(root / "model"), first, str(root / "loose" / "sub" / "*.png"), first, "--top-k", "9"]
-    assert predict_command.main([*argv, "--output", str(out), "--batch-size", "4"]) == 0
+    argv = [str(root / "model"), first, str(root / "loose" / "sub" / "*.png"), first, "--top_k", "9"]
+    assert predict_command.main([*argv, "--output", str(out), "--batch_size", "4"]) == 0
     records = json.loads(out.read_text())
     expected = [first, *sorted(str(p) for p in (root / "loose" / "sub").glob("*.png"))]
     assert [r["path"] for r in records] == expected
     for record in records:
-        assert len(record["predictions"]) == 7  # --top-k above the class count gives every class
+        assert len(record["predictions"]) == 7  # --top_k above the class count gives every class
         assert sum(p["score"] for p in record["predictions"]) == pytest.approx(1.0, abs=1e-5)
         assert {p["label"] for p in record["predictions"]} == set(EXPRESSIONS)
 
 
 def test_predict_prints_csv_to_stdout_without_output(setup, capsys):
     root = setup["root"]
-    assert predict_command.main([str(root / "model"), str(setup["loose"][2]), "--top-k", "1"]) == 0
+    assert predict_command.main([str(root / "model"), str(setup["loose"][2]), "--top_k", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "path,label_1,score_1"
     path, label, score = lines[1].split(",")
@@ -143,8 +143,8 @@ def test_predict_rejects_bad_options_and_missing_models(setup, capsys):
     root, face = setup["root"], str(setup["loose"][0])
     assert predict_command.main([str(root / "model"), face, "--output", str(root / "p.txt")]) == 2
     assert ".csv or .json" in capsys.readouterr().err
-    assert predict_command.main([str(root / "model"), face, "--top-k", "0"]) == 2
-    assert "--top-k" in capsys.readouterr().err
+    assert predict_command.main([str(root / "model"), face, "--top_k", "0"]) == 2
+    assert "--top_k" in capsys.readouterr().err
     assert predict_command.main([str(root / "no_model"), face]) == 2
     assert "no_model" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
@@ -165,7 +165,7 @@ def _expected_metrics(model: SSPAForImageClassification, truth: dict[Path, int],
 def test_eval_writes_metrics_equal_to_classification_metrics_of_the_models_argmax(setup, capsys):
     root = setup["root"]
     spec = f"imagefolder:{root / 'data'}"
-    status = eval_command.main([str(root / "model"), spec, "--batch-size", "5"])
+    status = eval_command.main([str(root / "model"), spec, "--batch_size", "5"])
     assert status == 0
     out_dir = root / "model" / "eval-imagefolder-data-test"  # default: MODEL/eval-DATASET-SPLIT
     record = json.loads((out_dir / "eval_metrics.json").read_text())
@@ -184,7 +184,7 @@ def test_eval_maps_the_models_label_order_onto_the_datasets_by_name(setup, tmp_p
     reversed_labels = dict(enumerate(reversed(EXPRESSIONS)))
     model = _save_model(tmp_path / "reversed", id2label=reversed_labels)
     spec = f"imagefolder:{setup['root'] / 'data'}"
-    assert eval_command.main([str(tmp_path / "reversed"), spec, "--output-dir", str(tmp_path / "out")]) == 0
+    assert eval_command.main([str(tmp_path / "reversed"), spec, "--output_dir", str(tmp_path / "out")]) == 0
     record = json.loads((tmp_path / "out" / "eval_metrics.json").read_text())
     expected = _expected_metrics(model, setup["truth"], list(EXPRESSIONS))
     assert record["confusion_matrix"] == expected["confusion_matrix"]

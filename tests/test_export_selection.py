@@ -52,7 +52,7 @@ def test_export_round_trips_the_auxiliary_set_with_its_selection(run, tmp_path, 
     card = (tmp_path / "all" / "README.md").read_text()
     assert "| class | faces | kept | kept share |" in card and f"of {len(auxiliary)} auxiliary faces kept" in card
 
-    assert export_main([str(run), str(tmp_path / "kept"), "--kept-only"]) == 0
+    assert export_main([str(run), str(tmp_path / "kept"), "--kept_only"]) == 0
     kept = load_from_disk(str(tmp_path / "kept"))
     assert len(kept) == int(auxiliary["clean"].sum()) and all(kept["consistent"])
 
@@ -100,6 +100,6 @@ def test_export_push_without_hub_access_fails_before_writing(run, tmp_path, caps
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    assert export_main([str(run), str(tmp_path / "out"), "--push-to-hub", "me/clean"]) == 2
-    assert "--push-to-hub: the Hub cannot be reached" in capsys.readouterr().err
+    assert export_main([str(run), str(tmp_path / "out"), "--push_to_hub", "me/clean"]) == 2
+    assert "--push_to_hub: the Hub cannot be reached" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,5 @@
 """Inference on whole photos and videos: real faces (scikit-image's bundled astronaut) pasted into 640x480 frames
-are found by `sspa-predict --detect-faces` and classified exactly as `sspa-predict` classifies the crops
+are found by `sspa-predict --detect_faces` and classified exactly as `sspa-predict` classifies the crops
 `sspa-prepare` makes from the same frames, with each face detector (Haar, and dlib when installed)."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def setup(request, tmp_path_factory) -> dict:
             image.save(root / "caer" / split / "Happy" / f"{name}.png")
     prepared = root / "prepared"
     spec = f"caer_s:{root / 'caer'}" + ("" if detector == "haar" else f"?detector={detector}")
-    assert prepare_command.main([spec, str(prepared), "--image-size", "64", "-q"]) == 0
+    assert prepare_command.main([spec, str(prepared), "--image_size", "64", "-q"]) == 0
     torch.manual_seed(0)
     model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48)).eval()
     with torch.no_grad():
@@ -105,7 +105,7 @@ def setup(request, tmp_path_factory) -> dict:
 
 def _predict_faces(setup, *extra: str) -> list[dict]:
     out = setup["root"] / "faces.json"
-    argv = [str(setup["model"]), str(setup["frames"]), "--detect-faces", "--top-k", "7", "--output", str(out)]
+    argv = [str(setup["model"]), str(setup["frames"]), "--detect_faces", "--top_k", "7", "--output", str(out)]
     assert predict_command.main([*argv, *extra]) == 0
     return json.loads(out.read_text())
 
@@ -145,7 +145,7 @@ def test_each_face_is_classified_as_sspa_predict_classifies_sspa_prepares_crop(s
     for row in load_prepared(setup["prepared"])["test"]:  # sspa-prepare keeps the largest face of each frame
         row["image"].save(crops / f"{Path(row['id']).stem}.png")
     out = setup["root"] / "crops.json"
-    argv = [str(setup["model"]), str(crops), "--top-k", "7", "--output", str(out)]
+    argv = [str(setup["model"]), str(crops), "--top_k", "7", "--output", str(out)]
     assert predict_command.main(argv) == 0
     on_crops = {Path(r["path"]).stem: r["predictions"] for r in json.loads(out.read_text())}
     assert sorted(on_crops) == sorted(name for name in FRAMES if FRAMES[name])
@@ -164,7 +164,7 @@ def test_a_video_gives_rows_per_frame_and_an_annotated_video(setup, tmp_path):
         writer.write(cv2.imread(str(setup["frames"] / f"{name}.png")))
     writer.release()
     out, annotated = tmp_path / "frames.json", tmp_path / "annotated"
-    argv = [str(setup["model"]), str(clip), "--detect-faces", "--every", "2", "--output", str(out)]
+    argv = [str(setup["model"]), str(clip), "--detect_faces", "--every", "2", "--output", str(out)]
     assert predict_command.main([*argv, "--annotate", str(annotated)]) == 0
     rows = json.loads(out.read_text())
     assert sorted({r["frame"] for r in rows}) == [0, 2, 4]  # every 2nd frame: two, tilted, turned
@@ -179,9 +179,9 @@ def test_a_video_without_detect_faces_and_annotate_alone_are_one_line_errors(set
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")
     assert predict_command.main([str(setup["model"]), str(clip)]) == 2
-    assert "is a video: videos are read with --detect-faces" in capsys.readouterr().err
+    assert "is a video: videos are read with --detect_faces" in capsys.readouterr().err
     assert predict_command.main([str(setup["model"]), str(setup["frames"]), "--annotate", str(tmp_path)]) == 2
-    assert "--annotate needs --detect-faces" in capsys.readouterr().err
+    assert "--annotate needs --detect_faces" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("setup", ["haar"], indirect=True)
@@ -201,7 +201,7 @@ def test_a_killed_run_names_its_last_checkpoint(setup, tmp_path, capsys, command
 def test_the_recorded_detector_finds_the_faces_at_inference_and_detector_overrides_it(setup, tmp_path, caplog):
     make_frame(TURNED_30, 7).save(tmp_path / "turned30.png")
     out = tmp_path / "rows.json"
-    argv = [str(setup["model"]), str(tmp_path / "turned30.png"), "--detect-faces", "--output", str(out)]
+    argv = [str(setup["model"]), str(tmp_path / "turned30.png"), "--detect_faces", "--output", str(out)]
     assert predict_command.main(argv) == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and iou(known_boxes(TURNED_30)[0], rows[0]["box"]) >= IOU_THRESHOLD, rows
@@ -218,12 +218,12 @@ def test_an_unknown_detector_is_a_one_line_error_naming_it_and_the_choices(setup
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "detector='yolo'" in err and "haar, dlib" in err, err
     assert not (tmp_path / "out").exists()
-    argv = [str(setup["model"]), str(setup["frames"]), "--detect-faces", "--detector", "yolo"]
+    argv = [str(setup["model"]), str(setup["frames"]), "--detect_faces", "--detector", "yolo"]
     assert predict_command.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--detector: unknown face detector 'yolo'; expected one of haar, dlib" in err
     assert predict_command.main([str(setup["model"]), str(setup["frames"]), "--detector", "dlib"]) == 2
-    assert "--detector needs --detect-faces" in capsys.readouterr().err
+    assert "--detector needs --detect_faces" in capsys.readouterr().err
 
 
 def test_missing_dlib_gives_an_install_hint(monkeypatch):

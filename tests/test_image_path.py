@@ -37,7 +37,7 @@ def test_a_16_bit_grey_png_scores_the_same_through_pipeline_and_sspa_predict(tmp
     classifier = pipeline("image-classification", model=str(tmp_path / "model"), trust_remote_code=True)
     through_pipeline = {row["label"]: row["score"] for row in classifier(str(path), top_k=7)}
     out = tmp_path / "preds.json"
-    assert predict_command.main([str(tmp_path / "model"), str(path), "--top-k", "7", "--output", str(out)]) == 0
+    assert predict_command.main([str(tmp_path / "model"), str(path), "--top_k", "7", "--output", str(out)]) == 0
     through_predict = {p["label"]: p["score"] for p in json.loads(out.read_text())[0]["predictions"]}
     for i, label in model.config.id2label.items():
         assert through_pipeline[label] == pytest.approx(float(expected[i]), abs=1e-6)

@@ -15,9 +15,9 @@ from helpers import TINY_FLAGS, joint_data, make_trainer, training_batch
 from sspa_hf import SSPAForImageClassification
 from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.commands.train import main
-from sspa_hf.crossfit import PROBS_FILE
 from sspa_hf.modes import MODES
 from sspa_hf.pairing import pair_and_mix
+from sspa_hf.run_folder import CROSSFIT_PROBS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sspa_hf"
 
@@ -97,4 +97,4 @@ def test_beyond_modes_train_end_to_end_and_report_their_verdict(tmp_path, mode):
         assert (table.clean == (table.target_standard_label == table.label)).all()
         assert SSPAForImageClassification.from_pretrained(out).config.standard_transition
     else:
-        assert (out / "crossfit" / PROBS_FILE).is_file()
+        assert (out / "crossfit" / CROSSFIT_PROBS).is_file()

@@ -19,7 +19,7 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.modeling_sspa import expert_cross_entropy
 from sspa_hf.pairing import allocate, allocate_across
-from sspa_hf.selection import STATE_FILE
+from sspa_hf.run_folder import SELECTION_STATE
 from sspa_hf.trainer import SSPATrainer
 
 HERE = Path(__file__).parent
@@ -112,7 +112,7 @@ def test_interrupted_and_resumed_run_ends_like_the_uninterrupted_one(tmp_path):
         first.add_callback(_StopAt(stop))
         first.train()
         checkpoint = tmp_path / f"part{stop}" / "run" / f"checkpoint-{stop}"
-        assert (checkpoint / STATE_FILE).is_file()
+        assert (checkpoint / SELECTION_STATE).is_file()
         resumed = make_trainer(tmp_path / f"part{stop}", train_set, **settings)
         resumed.train(resume_from_checkpoint=str(checkpoint))
         for name, value in full.selector.state_dict().items():
@@ -333,9 +333,9 @@ def test_checkpoint_saves_carry_the_selection_state_wherever_the_trainer_puts_th
     trainer.selector.clean[50:60] = False
     folder = tmp_path / "run" / "run-3" / "checkpoint-7"  # a hyper-parameter-search trial's checkpoint
     trainer.save_model(str(folder), _internal_call=True)
-    assert (folder / "model.safetensors").is_file() and (folder / STATE_FILE).is_file()
+    assert (folder / "model.safetensors").is_file() and (folder / SELECTION_STATE).is_file()
     restored = make_trainer(tmp_path / "again", train_set)
     restored.selector.load(folder)
     assert torch.equal(restored.selector.clean, trainer.selector.clean)
     trainer.save_model(str(tmp_path / "final"))  # the final model folder gets no selection state
-    assert not (tmp_path / "final" / STATE_FILE).exists()
+    assert not (tmp_path / "final" / SELECTION_STATE).exists()

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import UserInputError
+
+
+def snake_case_flags(argv: Sequence[str] | None = None) -> list[str]:
+    """The command line (default sys.argv[1:]) with each long option's name in snake_case: `--top-k 3` and
+    `--top_k=3` both reach argparse as `--top_k`, the spelling --help shows (HfArgumentParser, behind sspa-train,
+    accepts both too). Values, and everything after `--`, are left as they are."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--") and not arg.startswith("---"):
+            name, eq, value = arg.partition("=")
+            args[i] = "--" + name[2:].replace("-", "_") + eq + value
+    return args
 
 
 def run_command(name: str, body: Callable[[], int]) -> int:

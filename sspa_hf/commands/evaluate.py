@@ -1,7 +1,7 @@
 """sspa-eval: evaluate a saved model on one split of a dataset with the paper's metrics.
 
 sspa-eval runs/rafdb rafdb:/data/RAF-DB/basic
-sspa-eval someone/sspa-rafdb prepared/caer_s --split test --output-dir results/caer_s
+sspa-eval someone/sspa-rafdb prepared/caer_s --split test --output_dir results/caer_s
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..metrics import format_summary
 from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, write_evaluation_report
-from . import run_command
+from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 
 PROG = "sspa-eval"
@@ -37,7 +37,7 @@ id (DATASET: the spec's format and last path part, e.g. rafdb-basic)."""
 EPILOG = f"""\
 examples:
   {PROG} runs/rafdb rafdb:/data/RAF-DB/basic
-  {PROG} runs/rafdb imagefolder:/data/my_faces --split train --batch-size 128 --device cuda"""
+  {PROG} runs/rafdb imagefolder:/data/my_faces --split train --batch_size 128 --device cuda"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model folder or Hub id")
     parser.add_argument("dataset", metavar="DATASET-SPEC", help="FORMAT:PATH[?key=value&...] or a prepared folder")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
+    parser.add_argument("--batch_size", type=int, default=64, metavar="N", help="images per batch (default: 64)")
     parser.add_argument(
-        "--output-dir",
+        "--output_dir",
         default=None,
         metavar="DIR",
         help="where to write eval_metrics.json and confusion_matrix.png (default: MODEL/eval-DATASET-SPLIT for a "
         "folder, ./eval-NAME-DATASET-SPLIT for a Hub id)",
     )
     parser.add_argument(
-        "--num-workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default: 0)"
+        "--num_workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default: 0)"
     )
     add_model_options(parser)
     return parser
@@ -149,16 +149,16 @@ def check_not_another_dataset(output_dir: Path, dataset: str, split: str) -> Non
     if (record.get("dataset"), record.get("split")) != (dataset, split):
         raise UserInputError(
             f"{output_dir} already holds the evaluation of {record.get('dataset')} [{record.get('split')}]; "
-            "choose another folder with --output-dir"
+            "choose another folder with --output_dir"
         )
 
 
 def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation the arguments describe; write the metrics JSON and the confusion matrix; return them."""
     if args.batch_size < 1:
-        raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserInputError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.num_workers < 0:
-        raise UserInputError(f"--num-workers must be >= 0, got {args.num_workers}")
+        raise UserInputError(f"--num_workers must be >= 0, got {args.num_workers}")
     device = resolve_device(args.device)
     model, processor = load_model(args.model, args.trust_remote_code)
     data = load_split(args.dataset, args.split)
@@ -190,7 +190,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run sspa-eval; returns the exit status (2 for bad input, with a one-line message)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(snake_case_flags(argv))
     return run_command(PROG, lambda: (evaluate_model(args), 0)[1])
 
 

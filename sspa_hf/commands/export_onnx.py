@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserInputError
-from . import run_command
+from . import run_command, snake_case_flags
 from .model_io import load_model
 
 PROG = "sspa-export-onnx"
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare onnxruntime with PyTorch on random batches of 1 and 8"
     )
     parser.add_argument(
-        "--trust-remote-code", action="store_true", help="load the modelling code saved in the model folder"
+        "--trust_remote_code", action="store_true", help="load the modelling code saved in the model folder"
     )
     return parser
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run sspa-export-onnx; returns the exit status (2 for bad input, with a one-line message)."""
-    return run_command(PROG, lambda: run(build_parser().parse_args(argv)))  # argv None: sys.argv[1:]
+    return run_command(PROG, lambda: run(build_parser().parse_args(snake_case_flags(argv))))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """sspa-export-selection: the auxiliary data set of a finished run, cleaned to the target's standard.
 
 sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_clean
-sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_kept --kept-only --push-to-hub me/affectnet-rafdb-std
+sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_kept --kept_only --push_to_hub me/affectnet-rafdb-std
 
 The run folder holds the selection (`selection.parquet`) and the data arguments it trained on (`data_args.json`),
 not the images: the auxiliary set is rebuilt from those arguments (same seed, same fraction) and joined on
@@ -22,7 +22,7 @@ from ..errors import UserInputError
 from ..labels import class_label_feature
 from ..run_folder import DATA_ARGS as DATA_ARGS_FILE
 from ..run_folder import SELECTION_TABLE
-from . import run_command
+from . import run_command, snake_case_flags
 
 PROG = "sspa-export-selection"
 
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="an sspa-train output folder (selection.parquet)")
     parser.add_argument("out", metavar="OUT", help="new folder for the data set (datasets' save_to_disk)")
-    parser.add_argument("--kept-only", action="store_true", help="write only the consistent (kept) samples")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also publish it as a Hub data set")
+    parser.add_argument("--kept_only", action="store_true", help="write only the consistent (kept) samples")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also publish it as a Hub data set")
     return parser
 
 
@@ -140,7 +140,7 @@ def export(args: argparse.Namespace) -> Any:
 
         problem = push_problem()
         if problem:
-            raise UserInputError(f"--push-to-hub: {problem}")
+            raise UserInputError(f"--push_to_hub: {problem}")
     full = auxiliary_with_selection(run_dir)
     data = full.filter(lambda kept: kept, input_columns="consistent") if args.kept_only else full
     data.save_to_disk(str(out))
@@ -159,7 +159,7 @@ def export(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run sspa-export-selection; returns the exit status (2 for bad input, with a one-line message)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(snake_case_flags(argv))
     return run_command(PROG, lambda: (export(args), 0)[1])
 
 

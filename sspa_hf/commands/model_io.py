@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import checkpoints_newest_first
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --trust-remote-code, shared by sspa-eval and sspa-predict."""
+    """--device and --trust_remote_code, shared by sspa-eval and sspa-predict."""
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps (default: auto)"
     )
     parser.add_argument(
-        "--trust-remote-code",
+        "--trust_remote_code",
         action="store_true",
         help="load the modelling code saved in the model folder instead of this package's (for models saved by "
         "other versions)",
@@ -42,11 +42,6 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """The model (eval mode) and its saved image processor; a bad folder or id is a one-line user error.
 
@@ -68,7 +63,7 @@ def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
             model = AutoModelForImageClassification.from_pretrained(name, trust_remote_code=trust_remote_code)
         processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
-        raise UserInputError(f"cannot load model {name}: {_first_line(exc)}") from None
+        raise UserInputError(f"cannot load model {name}: {first_line(exc)}") from None
     return model.eval(), processor
 
 

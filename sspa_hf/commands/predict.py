@@ -1,7 +1,7 @@
 """sspa-predict: the top-k expressions of face images, with a saved model and `transformers.pipeline`.
 
 sspa-predict runs/rafdb face.jpg
-sspa-predict runs/rafdb faces/ 'more/*.png' --top-k 2 --output preds.csv
+sspa-predict runs/rafdb faces/ 'more/*.png' --top_k 2 --output preds.csv
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..face_inference import (
     video_frames,
 )
 from ..pipeline_sspa import SSPAImageClassificationPipeline
-from . import run_command
+from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 
 PROG = "sspa-predict"
@@ -44,20 +44,20 @@ pipeline("image-classification", model=MODEL) and reports the top-k classes and 
 (the mean of the model's expert probabilities) for every image.
 
 IMAGES are image files, folders (searched recursively for .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif,
-.tiff files) or glob patterns (quote them; ** matches sub-folders). Without --detect-faces each image is
-classified whole: give face crops. With --detect-faces every face is found and prepared as the model's training
+.tiff files) or glob patterns (quote them; ** matches sub-folders). Without --detect_faces each image is
+classified whole: give face crops. With --detect_faces every face is found and prepared as the model's training
 faces were (the face work recorded in its config), one row per face (a "no face" row when none is found); videos
-(.mp4, .avi, .mov, .mkv, .webm) are read frame by frame (every --every-th frame).
-Results go to --output (CSV: path,label_1,score_1,...; with --detect-faces path,frame,face,x,y,w,h,label_1,...;
+(.mp4, .avi, .mov, .mkv, .webm) are read frame by frame (every N-th frame with --every N).
+Results go to --output (CSV: path,label_1,score_1,...; with --detect_faces path,frame,face,x,y,w,h,label_1,...;
 JSON: a list of {path, predictions} or of {path, frame, face, box, predictions}) or, without it, to stdout as CSV."""
 
 EPILOG = f"""\
 examples:
   {PROG} runs/rafdb face.jpg
-  {PROG} runs/rafdb faces/ 'more/**/*.png' --top-k 2 --output preds.csv
-  {PROG} someone/sspa-rafdb photo.png --output preds.json --trust-remote-code
-  {PROG} runs/caer_s photo.jpg --detect-faces --annotate annotated/
-  {PROG} runs/caer_s clip.mp4 --detect-faces --every 5 --annotate annotated/ --output frames.csv"""
+  {PROG} runs/rafdb faces/ 'more/**/*.png' --top_k 2 --output preds.csv
+  {PROG} someone/sspa-rafdb photo.png --output preds.json --trust_remote_code
+  {PROG} runs/caer_s photo.jpg --detect_faces --annotate annotated/
+  {PROG} runs/caer_s clip.mp4 --detect_faces --every 5 --annotate annotated/ --output frames.csv"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,18 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model folder or Hub id")
     parser.add_argument("images", metavar="IMAGES", nargs="+", help="image files, folders or glob patterns")
     parser.add_argument(
-        "--top-k",
+        "--top_k",
         type=int,
         default=3,
         metavar="K",
         help="classes per image, most probable first; at most the model's class count (default: 3)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
+    parser.add_argument("--batch_size", type=int, default=32, metavar="N", help="images per batch (default: 32)")
     parser.add_argument(
         "--output", default=None, metavar="FILE", help="write to FILE.csv or FILE.json (default: CSV on stdout)"
     )
     parser.add_argument(
-        "--detect-faces",
+        "--detect_faces",
         action="store_true",
         help="find every face (with the model's recorded detector; needs the faces extra) and prepare it as the "
         "model's training faces were",
@@ -88,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector",
         default=None,
         metavar="NAME",
-        help=f"with --detect-faces: one of {', '.join(DETECTORS)} instead of the detector the model's training "
+        help=f"with --detect_faces: one of {', '.join(DETECTORS)} instead of the detector the model's training "
         "faces were found with (recorded in the model; the default)",
     )
     parser.add_argument(
         "--annotate",
         default=None,
         metavar="OUT_DIR",
-        help="with --detect-faces: write each image (or video) with boxes and labels drawn into OUT_DIR",
+        help="with --detect_faces: write each image (or video) with boxes and labels drawn into OUT_DIR",
     )
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: classify every N-th frame (default: 1)"
@@ -277,24 +277,24 @@ def run(args: argparse.Namespace) -> int:
     from transformers import pipeline
 
     if args.top_k < 1:
-        raise UserInputError(f"--top-k must be >= 1, got {args.top_k}")
+        raise UserInputError(f"--top_k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
-        raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserInputError(f"--batch_size must be >= 1, got {args.batch_size}")
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
         raise UserInputError(f"--output {args.output}: the file name must end with .csv or .json")
     if args.every < 1:
         raise UserInputError(f"--every must be >= 1, got {args.every}")
     if args.annotate and not args.detect_faces:
-        raise UserInputError("--annotate needs --detect-faces")
+        raise UserInputError("--annotate needs --detect_faces")
     if args.detector is not None:
         if not args.detect_faces:
-            raise UserInputError("--detector needs --detect-faces")
+            raise UserInputError("--detector needs --detect_faces")
         check_detector(args.detector, "--detector")
     paths = expand_images(args.images)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
     if videos and not args.detect_faces:
-        raise UserInputError(f"{videos[0]} is a video: videos are read with --detect-faces")
+        raise UserInputError(f"{videos[0]} is a video: videos are read with --detect_faces")
     if args.detect_faces:
         require_cv2()
     device = resolve_device(args.device)
@@ -329,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run sspa-predict; returns the exit status (2 for bad input, with a one-line message)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(snake_case_flags(argv))
     return run_command(PROG, lambda: run(args))
 
 

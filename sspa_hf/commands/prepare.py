@@ -10,10 +10,11 @@ import sys
 import datasets
 
 from ..data import FORMATS, PrepareOptions, parse_spec, prepare_source
-from ..data.prepare import BAD_IMAGES_REPORT, NO_FACE_REPORT
+from ..data.prepare import NO_FACE_REPORT
 from ..data.saved import MANIFEST
 from ..errors import UserInputError
-from . import run_command
+from ..run_folder import BAD_IMAGES_REPORT
+from . import run_command, snake_case_flags
 
 PROG = "sspa-prepare"
 
@@ -28,10 +29,10 @@ SPEC is FORMAT:PATH[?key=value&...]. Formats:
 
 EPILOG = f"""\
 examples:
-  {PROG} rafdb:~/data/RAF-DB/basic prepared/rafdb --image-size 112
-  {PROG} affectnet:~/data/AffectNet prepared/affectnet --align --num-proc 8
+  {PROG} rafdb:~/data/RAF-DB/basic prepared/rafdb --image_size 112
+  {PROG} affectnet:~/data/AffectNet prepared/affectnet --align --num_proc 8
   {PROG} caer_s:~/data/CAER-S prepared/caer_s          (needs: pip install 'sspa-hf[faces]')
-  {PROG} 'ferplus:~/data/fer2013?label=ferplus&rule=majority' prepared/ferplus --image-size 48
+  {PROG} 'ferplus:~/data/fer2013?label=ferplus&rule=majority' prepared/ferplus --image_size 48
 
 OUTPUT_DIR holds the DatasetDict, {MANIFEST} (source fingerprint, options, counts), and
 {BAD_IMAGES_REPORT} / {NO_FACE_REPORT} when images were left out. See docs/datasets.md."""
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("spec", metavar="SPEC", help="the raw dataset, FORMAT:PATH[?key=value&...]")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder to write (or reuse) the prepared dataset in")
     parser.add_argument(
-        "--image-size",
+        "--image_size",
         type=int,
         default=None,
         metavar="N",
@@ -53,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the spec's image_size option, else 224)",
     )
     parser.add_argument(
-        "--num-proc", type=int, default=os.cpu_count() or 1, metavar="N", help="worker processes (default: all CPUs)"
+        "--num_proc", type=int, default=os.cpu_count() or 1, metavar="N", help="worker processes (default: all CPUs)"
     )
     parser.add_argument(
-        "--skip-bad-images",
+        "--skip_bad_images",
         action="store_true",
         help=f"leave out unreadable, truncated or missing images and list them in OUTPUT_DIR/{BAD_IMAGES_REPORT} "
         "(default: stop with an error naming the file)",
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="storage format: auto = PNG when the source pixels are lossless (CSV, PNG), JPEG when they are JPEG",
     )
-    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="Q", help="JPEG quality (default 95)")
+    parser.add_argument("--jpeg_quality", type=int, default=95, metavar="Q", help="JPEG quality (default 95)")
     parser.add_argument("--force", action="store_true", help="rebuild even if OUTPUT_DIR is up to date")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the result line")
     return parser
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run sspa-prepare; returns the exit status (2 for bad input, with a one-line message)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(snake_case_flags(argv))
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{PROG}: %(message)s")
@@ -106,14 +107,14 @@ def _run(args: argparse.Namespace) -> int:
             )
         spec = spec.with_options(align="1")
     if args.num_proc < 1:
-        raise UserInputError(f"--num-proc {args.num_proc}: expected at least 1")
+        raise UserInputError(f"--num_proc {args.num_proc}: expected at least 1")
     if not 1 <= args.jpeg_quality <= 100:
-        raise UserInputError(f"--jpeg-quality {args.jpeg_quality}: expected 1..100")
+        raise UserInputError(f"--jpeg_quality {args.jpeg_quality}: expected 1..100")
     image_size = args.image_size
     if image_size is None:
         image_size = int(spec.options.get("image_size", 224)) if spec.options.get("image_size", "").isdigit() else 224
     if image_size < 0:
-        raise UserInputError(f"--image-size {image_size}: expected 0 (keep) or a positive size")
+        raise UserInputError(f"--image_size {image_size}: expected 0 (keep) or a positive size")
     options = PrepareOptions(
         image_size=image_size,
         image_format=args.format,

@@ -22,11 +22,11 @@ from transformers.utils import logging as hf_logging
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..checkpoints import resolve_resume, terminate
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 from ..metrics import classification_metrics, format_summary
 from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from . import run_command
-from .train_parser import TrainArgumentParser, load_recipe, parse_arguments
+from .train_parser import TrainArgumentParser, load_recipe, parse_arguments, write_recipe
 
 __all__ = ["load_recipe", "main", "parse_arguments", "train"]
 
@@ -50,6 +50,7 @@ def train(
     from ..run_folder import (
         CONFUSION_MATRIX,
         DATA_ARGS,
+        RECIPE,
         write_evaluation_report,
         write_predictions,
         write_training_report,
@@ -68,6 +69,7 @@ def train(
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}
         (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
+        write_recipe(Path(args.output_dir) / RECIPE, model_args, data_args, args)  # `sspa-train OUT/recipe.yaml`
     train_set = mode.prepare(train_set, model_args=model_args, args=args)
     trainer = SSPATrainer(
         model=model,
@@ -143,14 +145,9 @@ def push_final(trainer: Any, **card: Any) -> None:
         trainer.push_to_hub(**card)
     except Exception as exc:
         raise UserInputError(
-            f"the push to the Hub failed ({_first_line(exc)}); the trained model is complete in "
+            f"the push to the Hub failed ({first_line(exc)}); the trained model is complete in "
             f"{trainer.args.output_dir}: push it later with `hf upload REPO_ID {trainer.args.output_dir}`"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> bool:
@@ -281,9 +278,9 @@ def _main(argv: list[str]) -> int:
         train(model_args, data_args, training_args, status=status, push_at_end=push_at_end)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
-            status.write("interrupted", str(exc) or "KeyboardInterrupt", last_checkpoint=True)
+            status.write("interrupted", exc, last_checkpoint=True)
         else:
-            status.write("failed", f"{type(exc).__name__}: {exc}")
+            status.write("failed", exc)
         if lock is not None:
             lock.release()
         if made_folder and training_args.should_save:

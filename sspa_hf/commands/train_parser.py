@@ -9,9 +9,13 @@ recipe key nor a flag is ever taken for a longer name.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
+import enum
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
-from ..errors import UserInputError
+from ..errors import UserInputError, first_line
 
 PROG = "sspa-train"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -105,8 +109,16 @@ class TrainArgumentParser(HfArgumentParser):
             group = helper.add_argument_group(title)
             for name in names:
                 if name in actions:
-                    group._add_action(actions[name])
+                    group._add_action(_snake_case_only(actions[name]))
         return helper.format_help()
+
+
+def _snake_case_only(action: argparse.Action) -> argparse.Action:
+    """The action as --help shows it: its --snake_case spelling only (HfArgumentParser also adds --kebab-case
+    aliases, which still parse)."""
+    shown = copy.copy(action)
+    shown.option_strings = [o for o in action.option_strings if "-" not in o[2:]] or action.option_strings
+    return shown
 
 
 def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -206,7 +218,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
     except ValueError as exc:  # values refused by the dataclasses' __post_init__
         if isinstance(exc, UserInputError):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise UserInputError(f"{_blame(message, parser, flags, recipe)}: {message}") from exc
     if remaining:
         first = remaining[0]
@@ -216,3 +228,123 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
         raise UserInputError(f"unexpected argument {first!r} (the recipe, if any, must come first)")
     model_args, data_args, training_args = parsed
     return model_args, data_args, training_args
+
+
+# Never written to recipe.yaml: the run folder is pushed to the Hub with the model.
+_SECRETS = frozenset({"hub_token", "push_to_hub_token"})
+_SECTIONS = ("model (ModelArguments)", "data (DataArguments)", "training (SSPATrainingArguments)")
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Block mappings, lists on one line (`backbone_depths: [2, 2, 2, 2]`), as the recipes in recipes/ are written."""
+
+
+_RecipeDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+)
+
+
+def _user_value(value: Any) -> Any:
+    """A parsed value as a recipe would give it: enums by their value, tuples as lists, nested configs as dicts."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(key): _user_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_user_value(item) for item in value]
+    return value
+
+
+def _as_flag_value(action: argparse.Action, value: Any) -> Any:
+    """A list `__post_init__` made of one string flag (report_to tensorboard -> [tensorboard]) as that string.
+
+    A longer one (report_to [tensorboard, wandb], set in Python) has no flag spelling: it is written as a list,
+    refused on reading, and `write_recipe` warns that it does not round-trip.
+    """
+    many = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    return value[0] if isinstance(value, list) and len(value) == 1 and not many else value
+
+
+def _field_values(parsed: tuple[Any, ...]) -> dict[str, Any]:
+    """Every argument's value (the Hub token left out), to compare parses."""
+    fields = [(dc, f.name) for dc in parsed for f in dataclasses.fields(dc) if f.init and f.name not in _SECRETS]
+    return {name: getattr(dc, name) for dc, name in fields}
+
+
+def _drop_all(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _parse_mapping(recipe: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The three dataclasses a recipe of these keys parses to (no flags); None where a value is refused."""
+    parser = TrainArgumentParser()
+    actions = parser.actions_by_name()
+    # Silenced, not by a lower verbosity (disable_tqdm's default follows it): the run's own parse said it already.
+    quiet = logging.getLogger("transformers.training_args")
+    quiet.addFilter(_drop_all)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parser.set_defaults(**{key: convert_value(actions[key], value) for key, value in recipe.items()})
+            return tuple(parser.parse_args_into_dataclasses(args=[], look_for_args_file=False))
+    except (ValueError, TypeError):
+        return None
+    finally:
+        quiet.removeFilter(_drop_all)
+
+
+def resolved_recipe(
+    model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments
+) -> list[dict[str, Any]]:
+    """The arguments as the smallest recipe (one mapping per dataclass) that parses back to the same arguments.
+
+    What differs from the defaults, as the user would write it; dropped: a value `__post_init__` derives from the
+    others (e.g. dataloader_pin_memory from use_cpu), so that a flag overriding the recipe still derives it, and
+    the Hub token.
+    """
+    parsed = (model_args, data_args, args)
+    target, defaults = _field_values(parsed), _field_values(_parse_mapping({}) or ())
+    actions = TrainArgumentParser().actions_by_name()
+    recipe = {
+        name: _as_flag_value(actions[name], _user_value(value))
+        for name, value in target.items()
+        if name in actions and value is not None and value != defaults.get(name)
+    }
+    for name in list(recipe):  # derived values: without them the arguments come out the same
+        rest = {key: value for key, value in recipe.items() if key != name}
+        again = _parse_mapping(rest)
+        if again is not None and _field_values(again) == target:
+            recipe = rest
+    while recipe and _parse_mapping(recipe) is None:  # a value __post_init__ rewrote beyond any flag (fsdp ...)
+        recipe = next(
+            (rest for name in recipe if _parse_mapping(rest := {k: v for k, v in recipe.items() if k != name})),
+            {},
+        )
+    names = [{f.name for f in dataclasses.fields(dc)} for dc in parsed]
+    return [{key: value for key, value in recipe.items() if key in section} for section in names]
+
+
+def recipe_text(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> str:
+    """recipe.yaml's text: the resolved recipe as YAML in three commented sections."""
+    lines = [
+        "# The resolved arguments of this run (recipe, extends and flags): `sspa-train THIS_FILE` parses to the same",
+        "# arguments; flags after it override it. Only values that differ from the defaults are listed.",
+    ]
+    for title, section in zip(_SECTIONS, resolved_recipe(model_args, data_args, args), strict=True):
+        lines.append(f"\n# {title}")
+        if section:
+            lines.append(yaml.dump(section, Dumper=_RecipeDumper, sort_keys=False, width=120).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def write_recipe(path: Path, model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> None:
+    """Write recipe.yaml; warn about any argument it cannot give back (a value a recipe cannot express)."""
+    text = recipe_text(model_args, data_args, args)
+    path.write_text(text)
+    again = _parse_mapping(yaml.safe_load(text) or {})
+    target = _field_values((model_args, data_args, args))
+    lost = [name for name, value in _field_values(again).items() if value != target[name]] if again else ["all"]
+    if lost:
+        logging.getLogger(__name__).warning("%s does not give back the argument(s) %s", path, ", ".join(lost))

@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from ..errors import UserInputError
+from ..run_folder import BAD_IMAGES_REPORT
 from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
 from .faces import DETECTION_MARGIN, Box, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
 from .images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
@@ -31,7 +32,6 @@ from .schema import GEOMETRY_COLUMNS, FaceWork, RawSource, SourceSpec, class_cou
 
 logger = logging.getLogger("sspa_hf.data")
 
-BAD_IMAGES_REPORT = "bad_images.tsv"
 NO_FACE_REPORT = "no_face.tsv"
 ALIGNED_SIZE = 224  # face size of aligned output when image_size is 0 (keep)
 
@@ -188,7 +188,7 @@ def _process_batch(batch: dict[str, list], work: dict[str, Any], options: dict[s
             face, note = face_from(image, face_work, box, landmarks, opts.image_size, name)
         except BadImageError as err:
             if not opts.skip_bad_images:
-                raise UserInputError(f"{err} (pass --skip-bad-images to leave such images out and list them)") from None
+                raise UserInputError(f"{err} (pass --skip_bad_images to leave such images out and list them)") from None
             images.append(None)
             status.append(f"bad:{err.reason}")
             continue

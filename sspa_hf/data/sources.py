@@ -90,7 +90,7 @@ def face_preparation(spec: str) -> dict[str, Any]:
     """How the faces of a loaded data set were prepared, as recorded in the model's config (`face_preparation`).
 
     `{"faces": "detected", "detector": "haar"|"dlib", "box_widening": 1.2, "align": bool, "crop_size": N}` for
-    detected faces (inference repeats this with `--detect-faces`), "cropped_to_box" / "aligned_on_landmarks" for
+    detected faces (inference repeats this with `--detect_faces`), "cropped_to_box" / "aligned_on_landmarks" for
     faces cut with the data set's own boxes or landmarks, and "given" for images used as they are (given face crops)."""
     parsed = parse_spec(spec)
     if parsed.format is None:

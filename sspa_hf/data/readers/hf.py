@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 from datasets import DatasetDict
 
-from ...errors import UserInputError
+from ...errors import UserInputError, first_line
 from ..saved import is_saved_dataset, load_saved, normalise
 from ..schema import Options, RawSource, ReadContext, parse_label_map
 
@@ -42,5 +42,5 @@ def _load_dataset(name: str, where: str) -> DatasetDict:
     try:
         loaded = datasets.load_dataset(name)
     except Exception as err:  # hub offline, unknown id, unsupported files: one line for the user
-        raise UserInputError(f"{where}: cannot load dataset {name!r}: {str(err).splitlines()[0][:300]}") from None
+        raise UserInputError(f"{where}: cannot load dataset {name!r}: {first_line(err)[:300]}") from None
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})

@@ -1,0 +1,112 @@
+"""The public API: `from sspa_hf import ...` through lazy exports, a light `import sspa_hf`, shipped type hints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sspa_hf
+
+ROOT = Path(__file__).resolve().parent.parent
+LAZY = {
+    "SSPATrainer": "sspa_hf.trainer",
+    "SSPATrainingArguments": "sspa_hf.arguments",
+    "ModelArguments": "sspa_hf.arguments",
+    "DataArguments": "sspa_hf.arguments",
+    "build_model": "sspa_hf.build",
+    "load_source": "sspa_hf.data.sources",
+    "build_joint": "sspa_hf.data.joint",
+}
+
+
+def _modules_after(code: str) -> list[str]:
+    """The module names in sys.modules after running `code` in a fresh interpreter."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_import_sspa_hf_is_light() -> None:
+    """No trainer, arguments or `datasets` (accelerate comes with transformers' PreTrainedModel, which the Auto
+    registration of SSPAForImageClassification needs, so it is not checked)."""
+    modules = set(_modules_after("import sspa_hf"))
+    heavy = {"sspa_hf.trainer", "sspa_hf.arguments", "sspa_hf.build", "sspa_hf.data", "datasets", "pandas"}
+    assert not heavy & modules, sorted(heavy & modules)
+    assert "sspa_hf.modeling_sspa" in modules  # the Auto registration still happens
+
+
+def test_run_folder_names_import_nothing_heavy() -> None:
+    modules = set(_modules_after("import sspa_hf.run_folder"))
+    assert not {"sspa_hf.selection", "sspa_hf.crossfit", "sspa_hf.trainer", "pandas", "pyarrow"} & modules
+
+
+@pytest.mark.parametrize("name", sorted(LAZY))
+def test_lazy_name_resolves_to_its_definition(name: str) -> None:
+    value = getattr(sspa_hf, name)
+    assert value.__module__ == LAZY[name]
+    assert value is getattr(sys.modules[LAZY[name]], name)
+
+
+def test_from_import_and_dir() -> None:
+    from sspa_hf import SSPATrainer, SSPATrainingArguments, build_joint  # noqa: F401
+
+    assert set(sspa_hf.__all__) <= set(dir(sspa_hf))
+    assert set(LAZY) <= set(sspa_hf.__all__)
+    assert all(getattr(sspa_hf, name) is not None for name in sspa_hf.__all__)
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'SSPATrainr'"):
+        sspa_hf.SSPATrainr  # noqa: B018
+
+
+def test_auto_classes_still_registered() -> None:
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.for_model("sspa")
+    assert isinstance(config, sspa_hf.SSPAConfig)
+    assert AutoModelForImageClassification._model_mapping[sspa_hf.SSPAConfig] is sspa_hf.SSPAForImageClassification
+
+
+def test_py_typed_is_shipped() -> None:
+    assert (ROOT / "sspa_hf" / "py.typed").is_file()
+    assert "py.typed" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_run_folder_names_each_file_once_and_lists_it() -> None:
+    """Each name is defined in run_folder alone (a quoted copy elsewhere in sspa_hf would drift) and its
+    docstring's table lists every file."""
+    from sspa_hf import run_folder
+
+    names = {
+        name: value
+        for name, value in vars(run_folder).items()
+        if name.isupper() and isinstance(value, str) and "." in value
+    }
+    assert {"RECIPE", "RUN_STATUS", "LOCK", "STAGING", "SELECTION_STATE", "BAD_IMAGES_REPORT", "CROSSFIT_PROBS"} <= set(
+        names
+    )
+    for name, value in names.items():
+        assert f"`{value}" in run_folder.__doc__ and f"({name})" in run_folder.__doc__, name
+    moved = (
+        "RECIPE",
+        "DATA_ARGS",
+        "RUN_STATUS",
+        "LOCK",
+        "STAGING",
+        "SELECTION_STATE",
+        "BAD_IMAGES_REPORT",
+        "CROSSFIT_PROBS",
+    )
+    copies = [
+        f"{path.relative_to(ROOT)}: {names[name]}"
+        for path in (ROOT / "sspa_hf").rglob("*.py")
+        if path.name != "run_folder.py"
+        for name in moved
+        if f'"{names[name]}"' in path.read_text()
+    ]
+    assert not copies, copies
