@@ -51,7 +51,7 @@ def test_every_paper_recipe_parses_with_section_4_1_3_settings(recipe):
         assert data.auxiliary_fraction == pytest.approx(0.10)
     if "_only_" in name or "_straight_" in name:
         expected_k = 1
-        assert not train.use_selection and not train.use_pairing
+        assert train.selection_mode == "straight"
         assert (data.auxiliary_dataset is None) == ("_only_" in name)
     if name.startswith("table8_"):
         percent = int(name.rsplit("_p", 1)[1])
@@ -65,8 +65,9 @@ def test_every_paper_recipe_parses_with_section_4_1_3_settings(recipe):
 
 
 def test_quickstart_and_flags_override_the_recipe():
-    model, data, train = parse_arguments([str(RECIPES / "quickstart.yaml"), "--num_train_epochs", "3", "--seed", "9"])
-    assert (train.num_train_epochs, train.seed, model.image_size) == (3, 9, 48)
+    flags = ["--num_train_epochs", "12", "--seed", "9"]
+    model, data, train = parse_arguments([str(RECIPES / "quickstart.yaml"), *flags])
+    assert (train.num_train_epochs, train.seed, model.image_size) == (12, 9, 48)
     assert data.auxiliary_dataset.startswith("synthetic:")
 
 
