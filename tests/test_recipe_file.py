@@ -25,11 +25,11 @@ def _round_trip(argv: list[str], path: Path) -> tuple[tuple, tuple, str]:
 def test_recipe_with_extends_and_flags_parses_back_to_the_same_arguments(tmp_path) -> None:
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {QUICKSTART}\nnum_experts: 2\nlearning_rate: 0.02\n")
-    flags = ["--num_train_epochs", "4", "--report_to", "tensorboard", "--lr_scheduler_kwargs", '{"num_cycles": 2}']
+    flags = ["--num_train_epochs", "14", "--report_to", "tensorboard", "--lr_scheduler_kwargs", '{"num_cycles": 2}']
     parsed, again, text = _round_trip([str(child), *flags, "--output_dir", str(tmp_path / "run")], tmp_path / RECIPE)
     assert again == parsed  # ModelArguments, DataArguments, SSPATrainingArguments each equal
     recipe = yaml.safe_load(text)
-    assert "extends" not in recipe and recipe["num_experts"] == 2 and recipe["num_train_epochs"] == 4
+    assert "extends" not in recipe and recipe["num_experts"] == 2 and recipe["num_train_epochs"] == 14
     assert recipe["learning_rate"] == 0.02 and recipe["backbone_depths"] == [1, 1, 1, 1]  # from the extended one
     # enums and lists as the user writes them
     assert recipe["lr_scheduler_type"] == "cosine" and recipe["optim"] == "sgd" and recipe["report_to"] == "tensorboard"
