@@ -58,16 +58,16 @@ def timed(spec: str, out: Path, num_proc: int) -> float:
 
 
 def killed_then_resumed(spec: str, out: Path, num_proc: int, fraction: float, shards: int) -> tuple[float, int]:
-    """SIGKILL once `fraction` of the shards are written; then the resume's wall time and the shards it found."""
+    """SIGKILL once `fraction` of the train shards are written; then the resume's wall time and the shards it found."""
     child = subprocess.Popen(command(spec, out, num_proc), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while child.poll() is None:
-        found = [len(list(p.glob("work/*/[0-9]*.arrow"))) for p in out.parent.glob(f".{out.name}.partial-*")]
-        if found and found[0] >= fraction * shards:
+        found = [len(list(p.glob("work/train/[0-9]*.arrow"))) for p in out.parent.glob(f".{out.name}.partial-*")]
+        if found and found[0] >= int(fraction * shards):
             child.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     child.wait()
-    done = sum(len(list(p.glob("work/*/[0-9]*.arrow"))) for p in out.parent.glob(f".{out.name}.partial-*"))
+    done = sum(len(list(p.glob("work/train/[0-9]*.arrow"))) for p in out.parent.glob(f".{out.name}.partial-*"))
     return timed(spec, out, num_proc), done
 
 
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     from sspa_hf.data.shards import SHARD_ROWS
 
-    shards = -(-args.images // SHARD_ROWS) + 1  # train shards + the one-row validation split
+    shards = -(-args.images // SHARD_ROWS)  # train shards (validation is one row)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -92,7 +92,7 @@ def main() -> None:
             rows.append((f"full, {num_proc} process(es)", seconds, args.images / seconds / num_proc))
             shutil.rmtree(root / f"full{num_proc}")
         resume, done = killed_then_resumed(spec, root / "killed", 1, args.kill_at, shards)
-        rows.append((f"resume after SIGKILL at {done}/{shards} shards, 1 process", resume, None))
+        rows.append((f"resume after SIGKILL at {done}/{shards} train shards, 1 process", resume, None))
     print(f"| run ({args.images} images, {args.side} px, shards of {SHARD_ROWS}) | wall s | images/s per core |")
     print("|---|---|---|")
     for name, seconds, rate in rows:
