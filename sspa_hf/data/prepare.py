@@ -4,18 +4,19 @@ Each image is decoded once, cropped / detected / aligned, resized to at most `im
 the source pixels are lossless: FER2013's CSV, PNG frames) or JPEG quality 95 (when the source is JPEG already;
 re-encoding lossy pixels as PNG would only make them several times bigger). An image whose pixels are not changed is
 stored with its original bytes. A manifest (`sspa_prepare.json`) records a fingerprint of the source files and
-options; a later run with the same fingerprint reuses the folder.
+options; a later run with the same fingerprint reuses the folder, and a killed run with the same fingerprint is
+resumed: the face work is done in shards (`shards.py`) and only the missing ones are done again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from PIL import Image as PILImage
 from ..errors import UserInputError
 from ..run_folder import BAD_IMAGES_REPORT
 from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
+from .columns import read_column
 from .faces import DETECTION_MARGIN, Box, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
 from .images import BadImageError, choose_format, decode, encode, image_name, read_bytes, storable
 from .saved import MANIFEST, load_prepared, read_manifest
 from .schema import GEOMETRY_COLUMNS, FaceWork, RawSource, SourceSpec, class_counts
+from .shards import WORK, close_partial, open_partial, run_shards, unmark
 
 logger = logging.getLogger("sspa_hf.data")
 
@@ -68,13 +71,12 @@ def prepare(
     manifest = read_manifest(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and manifest is None:
         raise UserInputError(f"{output_dir} exists and is not an sspa-prepare folder; choose an empty or new folder")
-    staging = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "work").mkdir(parents=True)
+    staging, lock = open_partial(output_dir, fingerprint)
+    finished = False
     try:
-        splits, aliases, reports = _process_splits(source, options, staging / "work")
+        splits, aliases, reports = _process_splits(source, options, staging / WORK)
         DatasetDict(splits).save_to_disk(str(staging / "data"))
-        shutil.rmtree(staging / "work")
+        shutil.rmtree(staging / WORK)
         for item in (staging / "data").iterdir():
             item.rename(staging / item.name)
         (staging / "data").rmdir()
@@ -103,9 +105,11 @@ def prepare(
         if output_dir.exists():
             shutil.rmtree(output_dir)
         output_dir.parent.mkdir(parents=True, exist_ok=True)
+        unmark(staging, lock)
         staging.rename(output_dir)
+        finished = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        close_partial(staging, lock, finished)
     return PrepareResult(output_dir, False, manifest)
 
 
@@ -138,20 +142,12 @@ def _process_split(
     out_features = Features({k: v for k, v in split.features.items() if k not in geometry})
     out_features["image"] = Image()
     out_features["_status"] = Value("string")
-    num_proc = max(1, min(options.num_proc, len(split) // 64))
-    processed = split.cast_column("image", Image(decode=False)).map(
-        _process_batch,
-        batched=True,
-        batch_size=32,
-        fn_kwargs={"work": asdict(source.face_work), "options": asdict(options)},
-        remove_columns=geometry,
-        features=out_features,
-        num_proc=num_proc if num_proc > 1 else None,
-        cache_file_name=str(work_dir / f"{name}.arrow"),
-        desc=f"{source.name} {name}: faces",
-    )
-    status = list(processed["_status"])
     raw_images = split.cast_column("image", Image(decode=False))
+    work = partial(_process_shard, keep=list(out_features), work=asdict(source.face_work), options=asdict(options))
+    processed = run_shards(
+        raw_images, work_dir / name, work, out_features, options.num_proc, f"{source.name} {name}: faces"
+    )
+    status = read_column(processed, "_status")
 
     def where(row: int) -> tuple[str, str, str]:
         item = raw_images[row]
@@ -172,6 +168,18 @@ def _process_split(
     if counts:
         logger.info("%s %s: %s", source.name, name, dict(counts))
     return processed.remove_columns("_status")
+
+
+def _process_shard(
+    rows: dict[str, list], keep: list[str], work: dict[str, Any], options: dict[str, Any]
+) -> dict[str, list]:
+    """One shard's rows: the face work in batches of 32, the columns in `keep` (geometry dropped) and `_status`."""
+    done: dict[str, list] = {"image": [], "_status": []}
+    for start in range(0, len(rows["id"]), 32):
+        batch = _process_batch({k: v[start : start + 32] for k, v in rows.items()}, work, options)
+        for key in done:
+            done[key].extend(batch[key])
+    return {key: done[key] if key in done else rows[key] for key in keep}
 
 
 def _process_batch(batch: dict[str, list], work: dict[str, Any], options: dict[str, Any]) -> dict[str, list]:
