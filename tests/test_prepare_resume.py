@@ -3,14 +3,11 @@ uninterrupted prepare; partial folders of other fingerprints are removed, a live
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import csv
 import hashlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -21,13 +18,14 @@ from pathlib import Path
 import pytest
 from datasets import Image as DsImage
 from datasets import load_from_disk
-from fixtures_data import AFFECTNET_HEADER, landmarks_68, save_image
+from helpers import AFFECTNET_HEADER, landmarks_68, save_image
 
 import sspa_hf.data.prepare as prepare_module
 import sspa_hf.data.shards as shards_module
 from sspa_hf.commands.prepare import main
 from sspa_hf.data import PrepareOptions, prepare_source
 from sspa_hf.errors import UserInputError
+from sspa_hf.run_folder import LOCK
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no samples of class:UserWarning")
 
@@ -170,11 +168,11 @@ def test_partial_folder_of_other_options_is_removed_and_a_live_one_refused(tmp_p
     live = shards_module.partial_folder(tmp_path / "again", 2**22 + 2)
     live.mkdir()
     lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01 00:00:00"}
-    (live / ".sspa-train.lock").write_text(json.dumps(lock))
+    (live / LOCK).write_text(json.dumps(lock))
     with pytest.raises(UserInputError, match=f"another sspa-prepare \\(PID {os.getpid()} on"):
         prepare_source(spec, tmp_path / "again", PrepareOptions(image_size=32, num_proc=1))
     capsys.readouterr()
     assert main([spec, str(tmp_path / "again"), "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"PID {os.getpid()}" in err
-    assert sorted(p.name for p in live.iterdir()) == [".sspa-train.lock"] and not (tmp_path / "again").exists()
+    assert sorted(p.name for p in live.iterdir()) == [LOCK] and not (tmp_path / "again").exists()
