@@ -51,6 +51,13 @@ def _percent(value: float) -> str:
     return f"{100 * float(value):.2f}"
 
 
+def _mode_card(mode: str) -> str:
+    """The selection mode's paragraph for the Method section (empty for the paper's own mode)."""
+    from .modes import get_mode
+
+    return get_mode(mode).card
+
+
 def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
     """The schedule, then the SSPA settings the run's selection mode reads (the others had no effect)."""
     from .modes import get_mode
@@ -176,7 +183,7 @@ def model_card(
         n_target=counts[True],
         n_auxiliary=counts[False],
         hyperparameters=_hyperparameters(args),
-        selection_mode=getattr(args, "selection_mode", "paper"),
+        mode_card=_mode_card(getattr(args, "selection_mode", "paper")),
         generated_only=bool(train_datasets) and all(spec.startswith("synthetic:") for spec in train_datasets),
         metrics=metrics,
         eval_dataset=eval_dataset or "not recorded",

@@ -26,8 +26,8 @@ def test_nothing_outside_the_registry_branches_on_the_selection_mode():
     branching = re.compile(r"selection_mode\s*(==|!=|\bin\b|\bnot in\b)")
     found = [
         f"{path.relative_to(PACKAGE)}:{number}"
-        for path in PACKAGE.rglob("*.py")
-        if "modes" not in path.relative_to(PACKAGE).parts
+        for path in PACKAGE.rglob("*")
+        if path.suffix in (".py", ".md") and "modes" not in path.relative_to(PACKAGE).parts
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if branching.search(line)
     ]

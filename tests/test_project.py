@@ -86,3 +86,13 @@ def test_the_package_import_graph_has_no_cycle():
 
     for name in sorted(graph):
         visit(name, ())
+
+
+def test_no_test_module_imports_another():
+    found = [
+        f"{path.name}: {line.strip()}"
+        for path in (ROOT / "tests").glob("*.py")
+        for line in path.read_text().splitlines()
+        if line.startswith(("from test_", "import test_"))
+    ]
+    assert found == []  # what tests share lives in tests/helpers.py

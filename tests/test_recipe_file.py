@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_train_command import TINY_FLAGS
+from helpers import TINY_FLAGS
 
 from sspa_hf.commands.train import main
 from sspa_hf.commands.train_parser import parse_arguments, resolved_recipe, write_recipe

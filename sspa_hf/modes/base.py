@@ -49,6 +49,7 @@ class SelectionMode:
 
     name: ClassVar[str]
     help: ClassVar[str]  # one sentence for --selection_mode's help
+    card: ClassVar[str] = ""  # a paragraph for the model card's Method section (the paper's mode needs none)
     model_options: ClassVar[dict[str, Any]] = {}  # keyword arguments of build.build_model this mode needs
     reads: ClassVar[frozenset[str]] = frozenset()  # the KNOBS this mode uses
 

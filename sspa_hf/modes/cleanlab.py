@@ -44,6 +44,10 @@ class CleanlabMode(FrozenPartitionMode):
         "The anchor: cleanlab's find_label_issues on probabilities cross-validated over crossfit_folds folds, then "
         "training on what it keeps (with use_pairing, PAM mixes the flagged samples from the first epoch)."
     )
+    card = (
+        "**This model was trained in selection mode `cleanlab`:** the auxiliary samples were selected once, before "
+        "training, by cleanlab's `find_label_issues` on cross-validated probabilities, not by Eq. 3-4."
+    )
     reads = frozenset({"use_selection", "use_pairing", "mixup_alpha", "mixup_beta", "allocation", "crossfit_folds"})
 
     @classmethod

@@ -26,6 +26,12 @@ class TransitionMode(SelectionMode):
         "Ours, beyond the paper: no sample is dropped; the model learns M[y, j] = P(auxiliary label y | target "
         "class j) and an auxiliary label enters the loss as log sum_j M[y, j] p(j) (docs/method.md)."
     )
+    card = (
+        "**This model was trained beyond the paper, in selection mode `transition`:** no auxiliary sample was "
+        "dropped; the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary "
+        'label through it, while its predictions p stay in the target\'s standard. "Kept" below means that an '
+        "auxiliary label is the most probable target class of its face under M[y, j] p(j | x)."
+    )
     model_options = {"standard_transition": True}
     reads = frozenset({"use_selection"})
 
