@@ -143,18 +143,23 @@ class SSPATrainer(Trainer):
         )
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
-        """Evaluation images go through the image processor itself: the same numbers `pipeline` produces."""
+        """Evaluation images go through the image processor itself: the same numbers `pipeline` produces. Every
+        face is evaluated, whatever `dataloader_drop_last` (which the Trainer would apply here too) says."""
         if isinstance(eval_dataset, str):
             eval_dataset = self.eval_dataset[eval_dataset]
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("SSPATrainer: evaluation requires an eval_dataset")
-        return self._get_dataloader(
-            dataset=FERTorchDataset(dataset, EvalTransform(self.processing_class)),
-            description="Evaluation",
-            batch_size=self.args.eval_batch_size,
-            sampler_fn=self._get_eval_sampler,
-        )
+        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False  # every face is judged
+        try:
+            return self._get_dataloader(
+                dataset=FERTorchDataset(dataset, EvalTransform(self.processing_class)),
+                description="Evaluation",
+                batch_size=self.args.eval_batch_size,
+                sampler_fn=self._get_eval_sampler,
+            )
+        finally:
+            self.args.dataloader_drop_last = drop_last  # it is meant for the training batches only
 
     def get_test_dataloader(self, test_dataset) -> torch.utils.data.DataLoader:
         return self.get_eval_dataloader(test_dataset)

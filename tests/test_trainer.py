@@ -339,3 +339,11 @@ def test_checkpoint_saves_carry_the_selection_state_wherever_the_trainer_puts_th
     assert torch.equal(restored.selector.clean, trainer.selector.clean)
     trainer.save_model(str(tmp_path / "final"))  # the final model folder gets no selection state
     assert not (tmp_path / "final" / SELECTION_STATE).exists()
+
+
+def test_dataloader_drop_last_drops_training_batches_only_never_evaluation_faces(tmp_path):
+    train_set, test_set = joint_data(60, 60)
+    trainer = make_trainer(tmp_path, train_set, k=1, dataloader_drop_last=True, per_device_eval_batch_size=64)
+    assert len(test_set) % 64 != 0
+    assert len(trainer.predict(test_set).predictions) == len(test_set)  # the last, partial batch is judged too
+    assert trainer.args.dataloader_drop_last and len(trainer.get_train_dataloader()) == len(train_set) // 32
