@@ -1,6 +1,6 @@
 """Benchmark (not a test): does the cost stay flat from RAF-DB-sized to AffectNet-sized auxiliary sets?
 
-    python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image-size 48] [--steps 40] [--work DIR]
+    python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image_size 48] [--steps 40] [--work DIR]
 
 For each size N it writes N generated auxiliary faces as a prepared (`save_to_disk`) folder (2,000 distinct faces
 from `sspa_hf.data.synthetic`, tiled: the cost is per row, not per distinct picture), then runs the real `sspa-train`
@@ -143,7 +143,7 @@ def child(folder: Path, out: Path, steps: int, image_size: int, started: float) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
-    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--image_size", type=int, default=48)
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (images/s after the 5th)")
     parser.add_argument("--runs", type=int, default=2, help="runs per size (the first computes the image check)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sspa_bench_scale")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n} faces at {args.image_size} px: folder ready in {time.time() - start:.0f} s", file=sys.stderr)
         for run in range(args.runs):
             out = args.work / f"result_{n}_{args.image_size}px_{run}.json"
-            command = [sys.executable, __file__, "--steps", str(args.steps), "--image-size", str(args.image_size)]
+            command = [sys.executable, __file__, "--steps", str(args.steps), "--image_size", str(args.image_size)]
             subprocess.run([*command, "--child", str(folder), str(out), repr(time.time())], env=env, check=True)
             table.append({"faces": n, "image size": args.image_size, "run": run + 1, **json.loads(out.read_text())})
     keys = [k for k in table[0] if k not in ("faces", "image size", "run", "rows")]
