@@ -15,6 +15,7 @@ import torch
 from datasets import Dataset, Value
 from transformers import Trainer
 
+from .data.columns import read_column
 from .errors import UserInputError
 from .run_folder import CROSSFIT_PROBS
 
@@ -48,7 +49,7 @@ def crossfit_probabilities(
     `make_trainer(train_subset, fold_dir)` returns a ready trainer with a fresh model. A cache written for the
     same folds is reused, so an interrupted run resumes after the probes.
     """
-    fold = assign_folds(np.asarray(data["label"]), folds, seed)
+    fold = assign_folds(np.asarray(read_column(data, "label")), folds, seed)
     cache = output_dir / CROSSFIT_PROBS
     if cache.is_file():
         stored = np.load(cache)

@@ -52,15 +52,18 @@ class SelectionMode:
     card: ClassVar[str] = ""  # a paragraph for the model card's Method section (the paper's mode needs none)
     model_options: ClassVar[dict[str, Any]] = {}  # keyword arguments of build.build_model this mode needs
     reads: ClassVar[frozenset[str]] = frozenset()  # the KNOBS this mode uses
+    needs_selection: ClassVar[bool] = False  # refuses use_selection false (a mode beyond the paper that selects)
 
     # ----- before training -----
     @classmethod
     def check(cls, args: SSPATrainingArguments) -> None:
         """Refuse settings that cannot work (ValueError, one line); warn once about the knobs this mode ignores."""
-        defaults = {field.name: field.default for field in dataclasses.fields(args)}
+        defaults = knob_defaults(args)
         ignored = [f"{n}={getattr(args, n)!r}" for n in KNOBS if n not in cls.reads and getattr(args, n) != defaults[n]]
         if ignored:
             _warn_once(f"selection_mode {cls.name!r} ignores {', '.join(ignored)}")
+        if cls.needs_selection and not args.use_selection:
+            raise ValueError(f"selection_mode {cls.name!r} selects auxiliary samples; use_selection is off")
 
     @classmethod
     def prepare(cls, data: Dataset, *, model_args: ModelArguments, args: SSPATrainingArguments) -> Dataset:

@@ -48,13 +48,8 @@ class CleanlabMode(FrozenPartitionMode):
         "**This model was trained in selection mode `cleanlab`:** the auxiliary samples were selected once, before "
         "training, by cleanlab's `find_label_issues` on cross-validated probabilities, not by Eq. 3-4."
     )
+    needs_selection = True
     reads = frozenset({"use_selection", "use_pairing", "mixup_alpha", "mixup_beta", "allocation", "crossfit_folds"})
-
-    @classmethod
-    def check(cls, args: SSPATrainingArguments) -> None:
-        super().check(args)
-        if not args.use_selection:
-            raise ValueError(f"selection_mode {cls.name!r} selects auxiliary samples; use_selection is off")
 
     @classmethod
     def prepare(cls, data: Dataset, *, model_args: ModelArguments, args: SSPATrainingArguments) -> Dataset:
@@ -68,8 +63,8 @@ class CleanlabMode(FrozenPartitionMode):
             args.seed,
             Path(args.output_dir) / "crossfit",
         )
-        is_target = np.asarray(data["is_target"], dtype=bool)
-        cleaning = cleanlab_issues(probs, np.asarray(data["label"]), is_target=is_target)
+        is_target = np.asarray(read_column(data, "is_target"), dtype=bool)
+        cleaning = cleanlab_issues(probs, np.asarray(read_column(data, "label")), is_target=is_target)
         logger.info(
             "cleanlab: %d of %d auxiliary samples kept",
             int((cleaning.clean & ~is_target).sum()),

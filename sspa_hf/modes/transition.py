@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..data.columns import read_column
 from ..modeling_sspa import transition_nll
 from .base import Batch, SelectionMode
 
 if TYPE_CHECKING:
-    from ..arguments import SSPATrainingArguments
     from ..trainer import SSPATrainer
 
 
@@ -33,13 +31,8 @@ class TransitionMode(SelectionMode):
         "auxiliary label is the most probable target class of its face under M[y, j] p(j | x)."
     )
     model_options = {"standard_transition": True}
+    needs_selection = True
     reads = frozenset({"use_selection"})
-
-    @classmethod
-    def check(cls, args: SSPATrainingArguments) -> None:
-        super().check(args)
-        if not args.use_selection:
-            raise ValueError(f"selection_mode {cls.name!r} selects auxiliary samples; use_selection is off")
 
     def __init__(self, trainer: SSPATrainer) -> None:
         super().__init__(trainer)
@@ -65,8 +58,8 @@ class TransitionMode(SelectionMode):
         target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
         """
         trainer, data = self.trainer, self.trainer.train_dataset
-        aux = np.flatnonzero(~np.asarray(read_column(data, "is_target"), dtype=bool))
-        labels = np.asarray(read_column(data, "label"))
+        aux = np.flatnonzero(~self.selector.is_target.numpy())
+        labels = self.selector.labels.numpy()
         target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
         if len(aux):
             logits = np.asarray(trainer.predict(data.select(aux)).predictions, dtype=np.float64)
