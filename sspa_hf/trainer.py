@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
+from transformers.trainer_utils import EvalPrediction, rotate_checkpoints, seed_worker
 
 from .arguments import SSPATrainingArguments
 from .callbacks import QUIET, EpochCallback, epoch_line, say, stage_switch_line
@@ -32,6 +33,7 @@ from .checkpoints import (
 from .data.columns import read_column
 from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
 from .errors import UserInputError
+from .global_batches import GlobalBatchShares
 from .modelcard import model_card
 from .modeling_sspa import expert_cross_entropy
 from .modes import SelectionMode, get_mode
@@ -134,13 +136,35 @@ class SSPATrainer(Trainer):
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches carry pixel_values, labels, sample_index and is_target (augmented per sample and epoch)."""
         dataset = FERTorchDataset(self.train_dataset, self.train_augment)
-        return self._get_dataloader(
-            dataset=dataset,
-            description="Training",
-            batch_size=self._train_batch_size,
-            sampler_fn=self._get_train_sampler,
-            is_training=True,
+        processes = self.accelerator.num_processes
+        if processes == 1:
+            return self._get_dataloader(
+                dataset=dataset,
+                description="Training",
+                batch_size=self._train_batch_size,
+                sampler_fn=self._get_train_sampler,
+                is_training=True,
+            )
+        # N processes: the one-process global batches, each shared out (the last one too, nothing padded).
+        shares = GlobalBatchShares(
+            self._get_train_sampler(dataset),
+            global_batch_size=self._train_batch_size * processes,
+            num_processes=processes,
+            drop_last=self.args.dataloader_drop_last,
         )
+        args = self.args
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=shares,
+            collate_fn=self._get_collator_with_removed_columns(self.data_collator, description="Training"),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
         """Evaluation images go through the image processor itself: the same numbers `pipeline` produces. Every

@@ -3,9 +3,10 @@
 `distributed_run.py OUT [--sync | --transition] [--selection-stage]`: with --sync, sync_batch_stats is on and every
 PA-stage allocation is recorded (this process's clean histogram, noisy count and the share of Eq. 8 it used); with
 --transition, the run is selection_mode transition and the learnt matrix and the verdict are dumped too. With
---selection-stage, 128 samples, a global batch of 32 however many processes share it, only the selection stage (3
-epochs), and the weights and every training batch's sample_index and per-sample pixel sums are dumped as well: run
-as plain `python` (one process) it is the reference the two processes must reproduce.
+--selection-stage, 117 samples (each epoch 3 global batches of 32 and one of 21), a global batch of 32 however many
+processes share it, only the selection stage (3 epochs), and the weights and every training batch's step,
+sample_index and per-sample pixel sums are dumped as well: run as plain `python` (one process) it is the reference
+the two processes must reproduce.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 3
 
 
 def main(out: Path, sync: bool = False, transition: bool = False, selection_stage: bool = False) -> None:
-    sizes = (64, 64) if selection_stage else (51, 50)
+    sizes = (64, 53) if selection_stage else (51, 50)
     target = load_source(f"synthetic:?role=target&n={sizes[0]}")
     auxiliary = load_source(f"synthetic:?role=auxiliary&n={sizes[1]}")
     train_set = build_joint(target["train"], auxiliary["train"], seed=0)
@@ -71,7 +72,8 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         def recording(model, inputs, *args, **kwargs):
             if model.training:
                 pixels = inputs["pixel_values"].double().sum(dim=(1, 2, 3))
-                seen.append(torch.stack([inputs["sample_index"].double(), pixels], dim=1))
+                step = torch.full_like(pixels, trainer.state.global_step)
+                seen.append(torch.stack([step, inputs["sample_index"].double(), pixels], dim=1))
             return compute_loss(model, inputs, *args, **kwargs)
 
         trainer.compute_loss = recording
@@ -84,7 +86,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         state.update({k: torch.as_tensor(v) for k, v in trainer.mode.judgement.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
     if selection_stage:
-        state["seen"] = torch.stack(seen)  # (steps, batch, [sample_index, pixel sum])
+        state["seen"] = torch.cat(seen)  # (rows, [step, sample_index, pixel sum]), in the order trained
         model = trainer.accelerator.unwrap_model(trainer.model)
         state.update({f"weights/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     torch.save(state, out / f"rank{trainer.args.process_index}.pt")
