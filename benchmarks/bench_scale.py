@@ -1,11 +1,16 @@
 """Benchmark (not a test): does the cost stay flat from RAF-DB-sized to AffectNet-sized auxiliary sets?
 
-    python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image_size 48] [--steps 40] [--work DIR]
+    python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image_size 48] [--steps 40] [--runs 2]
+                                     [--selection_mode paper|transition|cleanlab] [--work DIR] [--out FILE]
 
 For each size N it writes N generated auxiliary faces as a prepared (`save_to_disk`) folder (2,000 distinct faces
 from `sspa_hf.data.synthetic`, tiled: the cost is per row, not per distinct picture), then runs the real `sspa-train`
-command on the quick-start recipe against it, in a fresh process, for a fixed number of steps, twice (the second run
-finds the image check's verdict cached, as every run after the first does). It reports the time from the command to
+command on the quick-start recipe against it, in a fresh process, for a fixed number of steps. The runs go in rounds,
+each round every size once, so that a change in the machine's load falls on all sizes alike (the first round also
+computes the image check's verdict, which later runs find cached, as every run after the first prepare does).
+`--selection_mode transition` (k = 1) adds the verdict pass after training (one `predict` over the auxiliary rows),
+`cleanlab` the cross-fit before it (`crossfit_folds` plain trainings of `--steps` steps, each predicting its held-out
+fold, then `find_label_issues`), each timed with the peak memory when it ends. It reports the time from the command to
 the first optimizer step, with its parts (loading, image check, joint build, trainer and selector), images/s over
 the steps after the first five, the selection.parquet write, the peak resident memory of the process, and, in the
 same process after training, the selection bookkeeping of one whole epoch (Algorithm 1 on every sample, batches of
@@ -53,7 +58,7 @@ def write_auxiliary(folder: Path, n: int, image_size: int) -> Path:
     return folder
 
 
-def child(folder: Path, out: Path, steps: int, image_size: int, started: float) -> None:
+def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, started: float) -> None:
     """The real train command with timers around its phases (module-level wrappers, no behaviour change)."""
 
     import numpy as np
@@ -62,11 +67,12 @@ def child(folder: Path, out: Path, steps: int, image_size: int, started: float) 
     import sspa_hf.build as build
     import sspa_hf.trainer as trainer_module
     from sspa_hf.commands import train
+    from sspa_hf.modes import get_mode
 
     marks: dict[str, float] = {"imports": time.time() - started}
 
-    def timed(module, name: str, key: str) -> None:
-        original = getattr(module, name)
+    def timed(owner, name: str, key: str, peak: bool = False) -> None:
+        original = getattr(owner, name)  # a function, or a bound classmethod: the wrapper passes its arguments on
 
         def wrapper(*args, **kwargs):
             start = time.time()
@@ -74,13 +80,19 @@ def child(folder: Path, out: Path, steps: int, image_size: int, started: float) 
                 return original(*args, **kwargs)
             finally:
                 marks[key] = marks.get(key, 0.0) + time.time() - start
+                if peak:
+                    marks[f"peak RSS MB after {key}"] = peak_rss_mb()
 
-        setattr(module, name, wrapper)
+        setattr(owner, name, wrapper)
 
     timed(build, "load_source", "loading")
     timed(build, "without_bad_images", "image check")
     timed(build, "build_joint", "joint build")
     timed(trainer_module, "write_selection", "selection.parquet write")
+    if mode == "transition":
+        timed(get_mode(mode), "finish", "verdict pass", peak=True)
+    if mode == "cleanlab":
+        timed(get_mode(mode), "prepare", "cross-fit", peak=True)
     step_times: list[float] = []
     original_init, original_step = trainer_module.SSPATrainer.__init__, trainer_module.SSPATrainer.training_step
 
@@ -114,6 +126,9 @@ def child(folder: Path, out: Path, steps: int, image_size: int, started: float) 
                 "true",
                 "--output_dir",
                 run_dir,
+                "--selection_mode",
+                mode,
+                *(["--num_experts", "1"] if mode == "transition" else []),
             ]
         )
     assert code == 0, f"sspa-train exited {code}"
@@ -145,27 +160,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
     parser.add_argument("--image_size", type=int, default=48)
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (images/s after the 5th)")
-    parser.add_argument("--runs", type=int, default=2, help="runs per size (the first computes the image check)")
+    parser.add_argument(
+        "--runs", type=int, default=2, help="rounds, each every size once (the first computes the image check)"
+    )
+    parser.add_argument("--selection_mode", default="paper", choices=["paper", "transition", "cleanlab"])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sspa_bench_scale")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     parser.add_argument("--child", nargs=3, metavar=("FOLDER", "OUT", "STARTED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]), args.steps, args.image_size, float(args.child[2]))
+        child(
+            Path(args.child[0]),
+            Path(args.child[1]),
+            args.steps,
+            args.image_size,
+            args.selection_mode,
+            float(args.child[2]),
+        )
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT)}
-    table = []
+    folders = {}
     for n in args.sizes:
         start = time.time()
-        folder = write_auxiliary(args.work / f"aux_{n}_{args.image_size}px", n, args.image_size)
+        folders[n] = write_auxiliary(args.work / f"aux_{n}_{args.image_size}px", n, args.image_size)
         print(f"{n} faces at {args.image_size} px: folder ready in {time.time() - start:.0f} s", file=sys.stderr)
-        for run in range(args.runs):
-            out = args.work / f"result_{n}_{args.image_size}px_{run}.json"
+    table = []
+    for run in range(args.runs):
+        for n in args.sizes:
+            out = args.work / f"result_{n}_{args.image_size}px_{args.selection_mode}_{run}.json"
             command = [sys.executable, __file__, "--steps", str(args.steps), "--image_size", str(args.image_size)]
-            subprocess.run([*command, "--child", str(folder), str(out), repr(time.time())], env=env, check=True)
-            table.append({"faces": n, "image size": args.image_size, "run": run + 1, **json.loads(out.read_text())})
-    keys = [k for k in table[0] if k not in ("faces", "image size", "run", "rows")]
-    print("\n| auxiliary faces | px | run | " + " | ".join(keys) + " |")
+            command += ["--selection_mode", args.selection_mode, "--child", str(folders[n]), str(out)]
+            subprocess.run([*command, repr(time.time())], env=env, check=True)
+            row = {"faces": n, "image size": args.image_size, "mode": args.selection_mode, "run": run + 1}
+            table.append({**row, **json.loads(out.read_text())})
+    keys = [k for k in table[0] if k not in ("faces", "image size", "mode", "run", "rows")]
+    print(f"\nselection_mode {args.selection_mode}\n\n| auxiliary faces | px | run | " + " | ".join(keys) + " |")
     print("|" + " --- |" * (len(keys) + 3))
     for row in table:
         cells = " | ".join(f"{row.get(k, float('nan')):.3g}" for k in keys)

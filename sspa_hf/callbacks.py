@@ -84,6 +84,7 @@ class EpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = math.floor(state.epoch + 1e-9)
         self.trainer._advance(epoch)
+        self.trainer.mode.begin_epoch(epoch)
         self.trainer.train_augment.set_epoch(epoch)
 
     def on_epoch_end(self, args, state, control, **kwargs):

@@ -38,7 +38,7 @@ def test_every_registered_mode_is_offered_and_an_unknown_one_is_refused(tmp_path
     help_text = next(f for f in SSPATrainingArguments.__dataclass_fields__.values() if f.name == "selection_mode")
     for name in MODES:
         assert f"'{name}'" in help_text.metadata["help"]
-    with pytest.raises(ValueError, match="selection_mode must be one of paper, straight, transition, cleanlab"):
+    with pytest.raises(ValueError, match="selection_mode must be one of paper, straight, transition, transition_pam, cleanlab"):
         SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="oracle")
 
 
@@ -85,7 +85,7 @@ def test_the_step_denominator_counts_the_weights_the_loss_uses(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["transition", "cleanlab"])
+@pytest.mark.parametrize("mode", ["transition", "transition_pam", "cleanlab"])
 def test_beyond_modes_train_end_to_end_and_report_their_verdict(tmp_path, mode):
     out = tmp_path / "run"
     assert main([*TINY_FLAGS, "--output_dir", str(out), "--selection_mode", mode, "--num_experts", "1"]) == 0
@@ -93,7 +93,7 @@ def test_beyond_modes_train_end_to_end_and_report_their_verdict(tmp_path, mode):
     assert (table.updates == 0).all() and (table.changed_epoch == -1).all()  # no Eq. 3-4: the verdict is the mode's
     assert table.clean[table.is_target].all() and "score" in table
     assert f"selection mode `{mode}`" in (out / "README.md").read_text()  # the model card says how it was trained
-    if mode == "transition":
+    if mode.startswith("transition"):  # transition_pam: its verdict at epoch T_S = 1, the partition it trained on
         assert (table.clean == (table.target_standard_label == table.label)).all()
         assert SSPAForImageClassification.from_pretrained(out).config.standard_transition
     else:

@@ -23,7 +23,7 @@ RECIPES = HERE / "recipes"
 ARMS = {
     "main": ["target_only", "straight", "sspa", "perfect_selection", "oracle"],
     "ablations": ["ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"],
-    "beyond": ["transition", "cleanlab"],
+    "beyond": ["transition", "transition_pam", "cleanlab"],
 }
 DEFAULT_DATA = "benchmarks/out/ferplus"
 

@@ -11,9 +11,10 @@ from .cleanlab import CleanlabMode
 from .paper import PaperMode
 from .straight import StraightMode
 from .transition import TransitionMode
+from .transition_pam import TransitionPamMode
 
 MODES: dict[str, type[SelectionMode]] = {
-    mode.name: mode for mode in (PaperMode, StraightMode, TransitionMode, CleanlabMode)
+    mode.name: mode for mode in (PaperMode, StraightMode, TransitionMode, TransitionPamMode, CleanlabMode)
 }
 
 

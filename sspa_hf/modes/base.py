@@ -104,6 +104,9 @@ class SelectionMode:
         """(per-sample loss (B,), model outputs) of a training batch; `weight` is `loss_weight(sample_index)`."""
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int) -> None:
+        """At the start of each epoch (0-based), after the selector closed the previous ones (a stage switch)."""
+
     # ----- after training, checkpoints -----
     def finish(self) -> None:
         """After the last step, before selection.parquet is written (transition's verdict pass)."""

@@ -52,10 +52,17 @@ class TransitionMode(SelectionMode):
         return per_sample, outputs
 
     def finish(self) -> None:
-        """The trained model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
+        """After training, the model's verdict becomes `selector.clean`, so the selection statistics report it."""
+        target_label, score = self.verdict()
+        self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
+        self.judgement = {"target_standard_label": target_label, "score": score}
+
+    def verdict(self) -> tuple[np.ndarray, np.ndarray]:
+        """The model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
 
         The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
-        target-standard label. `selector.clean` becomes that verdict, so the selection statistics report it.
+        target-standard label. Returns (target-standard label (N,) int, score (N,) float: log q(y) minus the best
+        other class, > 0 iff the given label wins); target rows keep their label, score 0.
         """
         trainer, data = self.trainer, self.trainer.train_dataset
         aux = np.flatnonzero(~self.selector.is_target.numpy())
@@ -72,8 +79,7 @@ class TransitionMode(SelectionMode):
             given = log_q[np.arange(len(aux)), labels[aux]]
             others = np.where(np.eye(log_q.shape[1], dtype=bool)[labels[aux]], -np.inf, log_q)
             score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
-        self.selector.clean = torch.as_tensor(target_label == labels)
-        self.judgement = {"target_standard_label": target_label, "score": score}
+        return target_label, score
 
     def verdict_columns(self) -> dict[str, np.ndarray]:
         return dict(self.judgement)

@@ -1,0 +1,118 @@
+"""Ours: `transition` for the first T_S epochs, then the paper's PAM on the auxiliary faces its verdict flags.
+
+A class-level M can explain a rare class away (auxiliary "disgust" fitted as M[disgust | anger] p(anger)), so the
+target-standard head never learns to predict it. At epoch T_S the model's verdict (`TransitionMode.verdict`)
+freezes the partition; from then on every flagged face is mixed into a clean partner drawn so that each batch's
+class histogram becomes as flat as possible (Eq. 5-8, Algorithm 2), the paper's own remedy for the tail classes.
+Target faces and mixtures enter the loss with their labels, kept auxiliary faces still through M.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..callbacks import say
+from ..errors import UserInputError
+from ..modeling_sspa import transition_nll
+from ..run_folder import VERDICT_STATE
+from .base import Batch, FrozenPartitionMode
+from .transition import TransitionMode
+
+if TYPE_CHECKING:
+    from ..arguments import SSPATrainingArguments
+    from ..trainer import SSPATrainer
+
+
+class TransitionPamMode(TransitionMode, FrozenPartitionMode):
+    name = "transition_pam"
+    help = (
+        "Ours: transition for the first selection_epochs (T_S) epochs; then its verdict freezes the partition and "
+        "PAM mixes every flagged auxiliary face into a clean partner chosen to flatten the batch's classes."
+    )
+    card = (
+        "**This model was trained beyond the paper, in selection mode `transition_pam`:** for the first T_S epochs "
+        "the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary label "
+        "through it; then its own verdict (the most probable target class under M[y, j] p(j | x)) flagged the "
+        "auxiliary labels it did not keep, and the paper's PAM mixed each flagged face into a clean partner of a "
+        'rare class for the remaining epochs. "Kept" below is that verdict at epoch T_S.'
+    )
+    reads = frozenset({"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation"})
+
+    @classmethod
+    def check(cls, args: SSPATrainingArguments) -> None:
+        super().check(args)
+        if args.max_steps <= 0 and args.selection_epochs >= args.num_train_epochs:
+            raise ValueError(
+                f"selection_mode 'transition_pam': selection_epochs ({args.selection_epochs}) must be smaller than "
+                f"num_train_epochs ({args.num_train_epochs:g}), or the verdict never freezes the partition"
+            )
+
+    def __init__(self, trainer: SSPATrainer) -> None:
+        super().__init__(trainer)
+        self.judged_at: int | None = None  # the epoch whose start froze the partition
+
+    def begin_epoch(self, epoch: int) -> None:
+        """At epoch T_S: the verdict of the model so far becomes the partition of every later epoch."""
+        if self.judged_at is not None or epoch < self.args.selection_epochs:
+            return
+        target_label, score = self.verdict()
+        self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
+        self.judgement = {"target_standard_label": target_label, "score": score}
+        self.judged_at = epoch
+        if self.trainer.is_world_process_zero():
+            flagged = int((~self.selector.clean).sum())
+            aux = int((~self.selector.is_target).sum())
+            say(f"epoch {epoch}: the transition verdict flags {flagged} of {aux} auxiliary labels; PAM mixes them")
+
+    def loss_weight(self, sample_index: torch.Tensor) -> torch.Tensor:
+        if self.judged_at is None:
+            return super().loss_weight(sample_index)
+        return self.partition_weight(sample_index)
+
+    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if self.judged_at is None:
+            return super().loss(model, batch, weight)
+        pixels, labels = batch["pixel_values"], batch["labels"]
+        clean = self.selector.loss_mask(batch["sample_index"]).to(pixels.device)
+        if self.args.use_pairing:
+            paired = self.mixup(
+                pixels, labels, clean, rng=self._pairing_rng(), allocation=self._global_allocation(labels, clean)
+            )
+            self._record_pairs(paired.created, pixels.device)
+            pixels, labels = paired.pixel_values, paired.labels
+        outputs = model(pixel_values=pixels)
+        through_m = clean & ~batch["is_target"].to(pixels.device)  # kept auxiliary faces, unmixed
+        per_sample = torch.where(
+            through_m, transition_nll(outputs.auxiliary_log_probs, labels), self.cross_entropy(outputs, labels)
+        )
+        return per_sample, outputs
+
+    def finish(self) -> None:
+        """The partition trained on stays (the epoch-T_S verdict); a run that never reached T_S is judged now."""
+        if self.judged_at is None:
+            super().finish()
+
+    def save(self, directory: str) -> None:
+        super().save(directory)
+        if self.judged_at is not None:
+            from safetensors.numpy import save_file
+
+            arrays = {k: np.ascontiguousarray(v) for k, v in self.judgement.items()}
+            save_file(arrays, str(Path(directory) / VERDICT_STATE), metadata={"judged_at": str(self.judged_at)})
+
+    def load(self, directory: str) -> None:
+        super().load(directory)
+        path = Path(directory) / VERDICT_STATE
+        if self.selector.epoch > self.args.selection_epochs and not path.is_file():
+            raise UserInputError(f"{path} not found: a transition_pam checkpoint after epoch T_S keeps its verdict")
+        if path.is_file():
+            from safetensors import safe_open
+            from safetensors.numpy import load_file
+
+            self.judgement = load_file(str(path))
+            with safe_open(str(path), "np") as f:
+                self.judged_at = int(f.metadata()["judged_at"])

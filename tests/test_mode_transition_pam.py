@@ -1,0 +1,110 @@
+"""selection_mode transition_pam (sspa_hf/modes/transition_pam.py): transition, then PAM on what its verdict flags."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from helpers import joint_data, make_trainer, training_batch
+
+from sspa_hf.errors import UserInputError
+from sspa_hf.modeling_sspa import expert_cross_entropy
+from sspa_hf.pairing import pair_and_mix
+from sspa_hf.run_folder import VERDICT_STATE
+
+
+def _judging_everything_class_1(trainer, monkeypatch) -> np.ndarray:
+    """Every face looks like class 1 and M is uniform (it says nothing): the verdict relabels all but label 1."""
+    with torch.no_grad():
+        trainer.model.standard_transition.zero_()
+    p = np.full((len(trainer.train_dataset), 7), 0.01)
+    p[:, 1] = 0.6
+    monkeypatch.setattr(trainer, "predict", lambda data: SimpleNamespace(predictions=np.log(p[: len(data)])))
+    labels = np.asarray(trainer.train_dataset["label"])
+    return np.asarray(trainer.train_dataset["is_target"]) | (labels == 1)  # the expected clean side
+
+
+def test_the_verdict_freezes_the_partition_at_epoch_t_s_and_not_before(tmp_path, monkeypatch):
+    train_set, _ = joint_data(60, 60)
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=2)
+    expected = _judging_everything_class_1(trainer, monkeypatch)
+    mode = trainer.mode
+    mode.begin_epoch(1)
+    assert mode.judged_at is None and bool(trainer.selector.clean.all())  # transition: nothing flagged yet
+    rows = torch.arange(len(train_set))
+    assert torch.equal(mode.loss_weight(rows), torch.ones(len(rows)))
+    mode.begin_epoch(2)
+    assert mode.judged_at == 2
+    np.testing.assert_array_equal(trainer.selector.clean.numpy(), expected)
+    assert 0 < int((~trainer.selector.clean).sum()) < 60
+    mode.begin_epoch(3)  # judged once: a later epoch keeps the epoch-2 verdict
+    assert mode.judged_at == 2
+
+
+def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_through_m(tmp_path, monkeypatch):
+    train_set, _ = joint_data(120, 120)
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1)
+    clean = torch.as_tensor(_judging_everything_class_1(trainer, monkeypatch))
+    trainer.mode.begin_epoch(1)
+    with torch.no_grad():
+        trainer.model.standard_transition.normal_()
+    rows = list(range(100, 140))  # 20 target rows, 20 auxiliary rows
+    batch = training_batch(trainer, rows)
+    assert not bool(clean[rows].all()) and bool(clean[rows[20:]].any())  # some flagged, some kept
+    monkeypatch.setattr(trainer.mode, "_pairing_rng", lambda: np.random.default_rng(7))
+    model = trainer.model.train()
+    torch.manual_seed(1)
+    loss = trainer.compute_loss(model, dict(batch))
+    paired = pair_and_mix(batch["pixel_values"], batch["labels"], clean[rows], rng=np.random.default_rng(7))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        out = model(pixel_values=paired.pixel_values)
+    labels = paired.labels
+    ce = expert_cross_entropy(out.expert_logits, labels)
+    nll = -out.auxiliary_log_probs.gather(2, labels.view(-1, 1, 1)).squeeze(2).mean(1)
+    through_m = clean[rows] & ~batch["is_target"]
+    torch.testing.assert_close(loss.detach(), torch.where(through_m, nll, ce).mean(), rtol=1e-5, atol=1e-6)
+    assert int(trainer.selector.created.sum()) == int((~clean[rows]).sum())  # one mixture per flagged face
+
+
+def test_without_pairing_the_flagged_faces_leave_the_loss(tmp_path, monkeypatch):
+    train_set, _ = joint_data(60, 60)
+    trainer = make_trainer(
+        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, use_pairing=False
+    )
+    clean = _judging_everything_class_1(trainer, monkeypatch)
+    trainer.mode.begin_epoch(1)
+    rows = torch.arange(len(train_set))
+    np.testing.assert_array_equal(trainer.mode.loss_weight(rows).numpy(), clean.astype(np.float32))
+
+
+def test_a_schedule_without_epochs_after_t_s_is_refused(tmp_path):
+    train_set, _ = joint_data(20, 20)
+    with pytest.raises(ValueError, match=r"selection_epochs \(4\) must be smaller than num_train_epochs \(4\)"):
+        make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=4)
+
+
+@pytest.mark.slow
+def test_training_resumes_after_t_s_with_the_verdict_it_froze(tmp_path, monkeypatch):
+    train_set, _ = joint_data(64, 64)
+    common = {"selection_mode": "transition_pam", "num_train_epochs": 3, "selection_epochs": 1}
+    trainer = make_trainer(tmp_path, train_set, k=1, save_strategy="epoch", **common)
+    _judging_everything_class_1(trainer, monkeypatch)  # so that the verdict flags faces after one tiny epoch
+    trainer.train()
+    assert trainer.mode.judged_at == 1 and int(trainer.selector.created.sum()) > 0
+    checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert not (checkpoints[0] / VERDICT_STATE).exists()  # saved at the end of epoch 0, before the verdict
+    second = checkpoints[1]
+    assert (second / VERDICT_STATE).is_file()
+    resumed = make_trainer(tmp_path, train_set, k=1, save_strategy="epoch", **common)
+    resumed.train(resume_from_checkpoint=str(second))  # the stored verdict, not a new one (unpatched)
+    assert resumed.mode.judged_at == 1
+    for name, value in trainer.mode.judgement.items():
+        np.testing.assert_array_equal(resumed.mode.judgement[name], value)
+    assert torch.equal(resumed.selector.clean, trainer.selector.clean)
+    (second / VERDICT_STATE).unlink()
+    broken = make_trainer(tmp_path, train_set, k=1, **common)
+    with pytest.raises(UserInputError, match=VERDICT_STATE):
+        broken.mode.load(str(second))
