@@ -12,7 +12,8 @@ computes the image check's verdict, which later runs find cached, as every run a
 `cleanlab` the cross-fit before it (`crossfit_folds` plain trainings of `--steps` steps, each predicting its held-out
 fold, then `find_label_issues`), each timed with the peak memory when it ends. It reports the time from the command to
 the first optimizer step, with its parts (loading, image check, joint build, trainer and selector), images/s over
-the steps after the first five, the selection.parquet write, the peak resident memory of the process, and, in the
+the steps after the first five, the selection.parquet write, the peak resident memory of the process (and the peak
+so far after each start-up phase), and, in the
 same process after training, the selection bookkeeping of one whole epoch (Algorithm 1 on every sample, batches of
 64, and the epoch close). Prints a Markdown table; numbers depend on the machine and on what else runs on it.
 """
@@ -85,9 +86,9 @@ def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, start
 
         setattr(owner, name, wrapper)
 
-    timed(build, "load_source", "loading")
-    timed(build, "without_bad_images", "image check")
-    timed(build, "build_joint", "joint build")
+    timed(build, "load_source", "loading", peak=True)
+    timed(build, "without_bad_images", "image check", peak=True)
+    timed(build, "build_joint", "joint build", peak=True)
     timed(trainer_module, "write_selection", "selection.parquet write")
     if mode == "transition":
         timed(get_mode(mode), "finish", "verdict pass", peak=True)
@@ -100,6 +101,7 @@ def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, start
         start = time.time()
         original_init(self, *args, **kwargs)
         marks["trainer + selector"] = time.time() - start
+        marks["peak RSS MB after trainer + selector"] = peak_rss_mb()
         marks["selector"] = self.selector  # kept for the bookkeeping measurement below
 
     def step(self, *args, **kwargs):

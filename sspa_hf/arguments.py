@@ -116,6 +116,9 @@ class SSPATrainingArguments(TrainingArguments):
             `cleanlab`. A mode warns once about the settings below that it does not read.
         crossfit_folds (`int`, defaults to `2`):
             K of the cleanlab mode's cross-validation.
+        prior_weight (`float`, defaults to `0.5`):
+            w of the transition_pam mode: from epoch T_S the model predicts with logits + w log pi, pi the target
+            faces' class prior (logit adjustment), taking back part of what PAM's flat batches moved to the tail.
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
@@ -158,6 +161,13 @@ class SSPATrainingArguments(TrainingArguments):
         },
     )
     crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
+    prior_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "w of selection_mode 'transition_pam': from epoch T_S predictions use logits + w log pi (pi: the "
+            "target faces' class prior), taking back part of what PAM's flat batches gave the tail (0: none)."
+        },
+    )
     selection_epochs: int = field(
         default=40, metadata={"help": "T_S: epochs of the sample-selection stage; the partition is frozen after."}
     )

@@ -52,6 +52,8 @@ class SSPAConfig(PretrainedConfig):
         arm_momentum: momentum of ARM's running batch mean (like BatchNorm's), used in eval mode.
         standard_transition: learn a C x C matrix M[y, j] = P(auxiliary label y | target-standard class j) that
             explains the auxiliary labels during training (selection_mode "transition"); unused at inference.
+        logit_adjustment: C numbers added to the logits (Menon et al. 2021's logit adjustment; selection_mode
+            "transition_pam" sets it), so that `pipeline`, `sspa-eval` and ONNX predict with it; None: none.
     """
 
     model_type = "sspa"
@@ -67,6 +69,7 @@ class SSPAConfig(PretrainedConfig):
         image_size: int = 224,
         arm_momentum: float = 0.1,
         standard_transition: bool = False,
+        logit_adjustment: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -86,6 +89,12 @@ class SSPAConfig(PretrainedConfig):
         self.image_size = image_size
         self.arm_momentum = arm_momentum
         self.standard_transition = bool(standard_transition)
+        if logit_adjustment is not None and len(logit_adjustment) != self.num_labels:
+            raise ValueError(
+                f"SSPAConfig: logit_adjustment needs one number per class ({self.num_labels}), "
+                f"got {len(logit_adjustment)}"
+            )
+        self.logit_adjustment = None if logit_adjustment is None else [float(v) for v in logit_adjustment]
         if backbone == "arm":
             self.arm_feature_side()  # validates channels and input size early, with a message naming them
 

@@ -177,6 +177,8 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         expert_logits, gate = self.moe(features)
         expert_log_probs = expert_logits.float().log_softmax(dim=-1)
         logits = torch.logsumexp(expert_log_probs, dim=1) - math.log(self.config.num_experts)
+        if self.config.logit_adjustment is not None:  # predictions only: the losses read the experts' logits
+            logits = logits + torch.tensor(self.config.logit_adjustment, dtype=logits.dtype, device=logits.device)
         loss = None
         if labels is not None:
             loss = expert_cross_entropy(expert_logits, labels).mean()

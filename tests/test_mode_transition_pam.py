@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import joint_data, make_trainer, training_batch
+from helpers import TINY, joint_data, make_trainer, training_batch
 
+from sspa_hf import SSPAConfig, SSPAForImageClassification
 from sspa_hf.errors import UserInputError
 from sspa_hf.modeling_sspa import expert_cross_entropy
 from sspa_hf.pairing import pair_and_mix
@@ -41,6 +42,27 @@ def test_the_verdict_freezes_the_partition_at_epoch_t_s_and_not_before(tmp_path,
     assert 0 < int((~trainer.selector.clean).sum()) < 60
     mode.begin_epoch(3)  # judged once: a later epoch keeps the epoch-2 verdict
     assert mode.judged_at == 2
+    # From T_S the model predicts with logits + w log pi (pi: the target faces' prior, counts + 1), w = 0.5
+    target = np.asarray(train_set["label"])[np.asarray(train_set["is_target"])]
+    log_prior = np.log((np.bincount(target, minlength=7) + 1) / (len(target) + 7))
+    np.testing.assert_allclose(trainer.model.config.logit_adjustment, 0.5 * log_prior, rtol=1e-6)
+
+
+def test_the_logit_adjustment_moves_predictions_only_and_travels_with_the_model(tmp_path):
+    torch.manual_seed(0)
+    config = SSPAConfig(backbone_config=TINY, num_experts=2, image_size=48, standard_transition=True)
+    model = SSPAForImageClassification(config).eval()
+    pixels = torch.randn(3, 3, 48, 48)
+    plain = model(pixel_values=pixels)
+    model.config.logit_adjustment = [0.0, 1.0, 0.0, 0.0, -2.0, 0.0, 0.5]
+    adjusted = model(pixel_values=pixels)
+    torch.testing.assert_close(adjusted.logits - plain.logits, torch.tensor(model.config.logit_adjustment).expand(3, 7))
+    assert torch.equal(adjusted.expert_logits, plain.expert_logits)  # what the losses read
+    model.save_pretrained(tmp_path)
+    reloaded = SSPAForImageClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded(pixel_values=pixels).logits, adjusted.logits)
+    with pytest.raises(ValueError, match=r"logit_adjustment needs one number per class \(7\), got 2"):
+        SSPAConfig(backbone_config=TINY, logit_adjustment=[0.0, 1.0])
 
 
 def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_through_m(tmp_path, monkeypatch):
@@ -80,6 +102,16 @@ def test_without_pairing_the_flagged_faces_leave_the_loss(tmp_path, monkeypatch)
     np.testing.assert_array_equal(trainer.mode.loss_weight(rows).numpy(), clean.astype(np.float32))
 
 
+def test_prior_weight_zero_leaves_the_logits_alone(tmp_path, monkeypatch):
+    train_set, _ = joint_data(30, 30)
+    trainer = make_trainer(
+        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, prior_weight=0.0
+    )
+    _judging_everything_class_1(trainer, monkeypatch)
+    trainer.mode.begin_epoch(1)
+    assert trainer.model.config.logit_adjustment is None
+
+
 def test_a_schedule_without_epochs_after_t_s_is_refused(tmp_path):
     train_set, _ = joint_data(20, 20)
     with pytest.raises(ValueError, match=r"selection_epochs \(4\) must be smaller than num_train_epochs \(4\)"):
@@ -104,6 +136,7 @@ def test_training_resumes_after_t_s_with_the_verdict_it_froze(tmp_path, monkeypa
     for name, value in trainer.mode.judgement.items():
         np.testing.assert_array_equal(resumed.mode.judgement[name], value)
     assert torch.equal(resumed.selector.clean, trainer.selector.clean)
+    assert resumed.model.config.logit_adjustment == trainer.model.config.logit_adjustment is not None
     (second / VERDICT_STATE).unlink()
     broken = make_trainer(tmp_path, train_set, k=1, **common)
     with pytest.raises(UserInputError, match=VERDICT_STATE):

@@ -38,7 +38,9 @@ def test_every_registered_mode_is_offered_and_an_unknown_one_is_refused(tmp_path
     help_text = next(f for f in SSPATrainingArguments.__dataclass_fields__.values() if f.name == "selection_mode")
     for name in MODES:
         assert f"'{name}'" in help_text.metadata["help"]
-    with pytest.raises(ValueError, match="selection_mode must be one of paper, straight, transition, transition_pam, cleanlab"):
+    with pytest.raises(
+        ValueError, match="selection_mode must be one of paper, straight, transition, transition_pam, cleanlab"
+    ):
         SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="oracle")
 
 

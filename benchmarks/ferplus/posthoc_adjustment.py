@@ -4,7 +4,7 @@ Each run's `eval_predictions.parquet` holds p(j | x) for every evaluation face; 
 argmax_j log p(j | x) - tau log pi_j, with pi the target training set's class prior. No training: it shows what
 trading head classes for tail classes does to accuracy and macro F1 before a mode is built on it.
 
-    python benchmarks/ferplus/posthoc_adjustment.py RUN [RUN ...] [--target benchmarks/out/ferplus/target]
+    python benchmarks/ferplus/posthoc_adjustment.py RUN [RUN ...] [--target FOLDER] [--taus T ...]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with eval_predictions.parquet")
     parser.add_argument("--target", default="benchmarks/out/ferplus/target", help="the target set (save_to_disk)")
+    parser.add_argument("--taus", type=float, nargs="+", default=TAUS, help="tau < 0 moves back towards the prior")
     args = parser.parse_args()
     from datasets import load_from_disk
 
@@ -38,7 +39,7 @@ def main() -> None:
             raise SystemExit(f"{run}: no eval_predictions.parquet")
         y_true = table["label"].to_numpy()
         probs = table[[f"prob/{name}" for name in EXPRESSIONS]].to_numpy()
-        for tau in TAUS:
+        for tau in args.taus:
             y_pred = (np.log(np.clip(probs, 1e-12, None)) - tau * log_prior).argmax(axis=1)
             m = classification_metrics(y_true, y_pred, len(EXPRESSIONS), list(EXPRESSIONS))
             print(

@@ -40,6 +40,7 @@ KNOBS = (
     "mixup_beta",
     "allocation",
     "crossfit_folds",
+    "prior_weight",
 )
 Batch = dict[str, torch.Tensor]  # pixel_values, labels, sample_index, is_target
 

@@ -4,7 +4,8 @@ A class-level M can explain a rare class away (auxiliary "disgust" fitted as M[d
 target-standard head never learns to predict it. At epoch T_S the model's verdict (`TransitionMode.verdict`)
 freezes the partition; from then on every flagged face is mixed into a clean partner drawn so that each batch's
 class histogram becomes as flat as possible (Eq. 5-8, Algorithm 2), the paper's own remedy for the tail classes.
-Target faces and mixtures enter the loss with their labels, kept auxiliary faces still through M.
+Target faces and mixtures enter the loss with their labels, kept auxiliary faces still through M. Flat batches
+teach the head a flatter prior than the target's; from T_S it predicts with logits + w log pi (`prior_weight`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         "the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary label "
         "through it; then its own verdict (the most probable target class under M[y, j] p(j | x)) flagged the "
         "auxiliary labels it did not keep, and the paper's PAM mixed each flagged face into a clean partner of a "
-        'rare class for the remaining epochs. "Kept" below is that verdict at epoch T_S.'
+        "rare class for the remaining epochs. It predicts with logits + w log pi (pi: the target faces' class "
+        "prior, w: `prior_weight`, in `config.logit_adjustment`), taking back part of the flat batches' tail "
+        'prior. "Kept" below is that verdict at epoch T_S.'
     )
-    reads = frozenset({"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation"})
+    reads = frozenset(
+        {"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation", "prior_weight"}
+    )
 
     @classmethod
     def check(cls, args: SSPATrainingArguments) -> None:
@@ -63,10 +68,23 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
         self.judgement = {"target_standard_label": target_label, "score": score}
         self.judged_at = epoch
+        self._adjust_logits()
         if self.trainer.is_world_process_zero():
             flagged = int((~self.selector.clean).sum())
             aux = int((~self.selector.is_target).sum())
             say(f"epoch {epoch}: the transition verdict flags {flagged} of {aux} auxiliary labels; PAM mixes them")
+
+    def _adjust_logits(self) -> None:
+        """Predictions from now on: logits + w log pi, pi the target faces' class prior (counts + 1).
+
+        PAM's batches are flat, so the head learns a flatter prior than the target's; w = 1 would give it back in
+        full (the Bayes correction from a uniform prior), w = 0 keeps the flat one. Losses read the experts' logits,
+        so training is unchanged; `config.logit_adjustment` goes with the saved model to `pipeline` and ONNX.
+        """
+        labels = self.selector.labels.numpy()[self.selector.is_target.numpy()]
+        log_prior = np.log((np.bincount(labels, minlength=self.num_classes) + 1) / (len(labels) + self.num_classes))
+        config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
+        config.logit_adjustment = (self.args.prior_weight * log_prior).tolist() if self.args.prior_weight else None
 
     def loss_weight(self, sample_index: torch.Tensor) -> torch.Tensor:
         if self.judged_at is None:
@@ -116,3 +134,4 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
             self.judgement = load_file(str(path))
             with safe_open(str(path), "np") as f:
                 self.judged_at = int(f.metadata()["judged_at"])
+            self._adjust_logits()
