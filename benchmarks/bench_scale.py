@@ -3,19 +3,21 @@
     python benchmarks/bench_scale.py [--sizes 10000 100000 300000] [--image_size 48] [--steps 40] [--runs 2]
                                      [--selection_mode paper|transition|cleanlab] [--work DIR] [--out FILE]
 
-For each size N it writes N generated auxiliary faces as a prepared (`save_to_disk`) folder (2,000 distinct faces
-from `sspa_hf.data.synthetic`, tiled: the cost is per row, not per distinct picture), then runs the real `sspa-train`
+For each size N it writes N generated auxiliary faces as a prepared (`save_to_disk`) folder (2,000 distinct faces from
+`sspa_hf.data.synthetic`, tiled: the cost is per row, not per distinct picture), then runs the real `sspa-train`
 command on the quick-start recipe against it, in a fresh process, for a fixed number of steps. The runs go in rounds,
 each round every size once, so that a change in the machine's load falls on all sizes alike (the first round also
 computes the image check's verdict, which later runs find cached, as every run after the first prepare does).
 `--selection_mode transition` (k = 1) adds the verdict pass after training (one `predict` over the auxiliary rows),
 `cleanlab` the cross-fit before it (`crossfit_folds` plain trainings of `--steps` steps, each predicting its held-out
-fold, then `find_label_issues`), each timed with the peak memory when it ends. It reports the time from the command to
-the first optimizer step, with its parts (loading, image check, joint build, trainer and selector), images/s over
-the steps after the first five, the selection.parquet write, the peak resident memory of the process (and the peak
-so far after each start-up phase), and, in the
-same process after training, the selection bookkeeping of one whole epoch (Algorithm 1 on every sample, batches of
-64, and the epoch close). Prints a Markdown table; numbers depend on the machine and on what else runs on it.
+fold, then `find_label_issues`), each timed with the peak memory when it ends; the steps and the time to the first
+step are then those of the final training (the cross-fit included in the latter). It reports the time from the command
+to the first optimizer step, with its parts (loading, image check, joint build, trainer and selector), images/s over
+the steps after the first five, the selection.parquet write, the peak resident memory of the process (VmHWM; also
+after each start-up phase, with the anonymous part RssAnon, which leaves out the pages of the memory-mapped images
+that reading them maps in), and, in the same process after training, the selection bookkeeping of one whole epoch
+(Algorithm 1 on every sample, batches of 64, and the epoch close). Prints a Markdown table; numbers depend on the
+machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def anon_rss_mb() -> float:
+    """This process's anonymous resident memory now (RssAnon): its own, without the pages of memory-mapped files
+    (the images), which VmHWM counts once they are read and which the kernel can drop."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
 
 
 def write_auxiliary(folder: Path, n: int, image_size: int) -> Path:
@@ -83,6 +94,7 @@ def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, start
                 marks[key] = marks.get(key, 0.0) + time.time() - start
                 if peak:
                     marks[f"peak RSS MB after {key}"] = peak_rss_mb()
+                    marks[f"anon RSS MB after {key}"] = anon_rss_mb()
 
         setattr(owner, name, wrapper)
 
@@ -97,7 +109,8 @@ def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, start
     step_times: list[float] = []
     original_init, original_step = trainer_module.SSPATrainer.__init__, trainer_module.SSPATrainer.training_step
 
-    def init(self, *args, **kwargs):
+    def init(self, *args, **kwargs):  # cleanlab builds its probe trainers first: the last trainer is the run's
+        step_times.clear()
         start = time.time()
         original_init(self, *args, **kwargs)
         marks["trainer + selector"] = time.time() - start
@@ -152,6 +165,7 @@ def child(folder: Path, out: Path, steps: int, image_size: int, mode: str, start
         "command to first step": step_times[0] - started,
         "images/s": float(batch / timed_steps.mean()),
         "peak RSS MB": peak_rss_mb(),
+        "anon RSS MB at the end": anon_rss_mb(),
         "rows": n,
     }
     out.write_text(json.dumps(result))

@@ -35,10 +35,29 @@ def assign_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def reindexed(data: Dataset, rows: np.ndarray) -> Dataset:
-    """The rows as a training set of their own: `sample_index` renumbered 0..n-1 (SSPATrainer requires it)."""
-    subset = data.select(rows).remove_columns("sample_index")
-    return subset.add_column("sample_index", np.arange(len(rows), dtype=np.int64), feature=Value("int64"))
+def with_fold_numbering(data: Dataset, fold: np.ndarray) -> Dataset:
+    """`data` plus, per fold k, `_crossfit_train_k` (the row's number among the rows not in fold k, -1 in it) and
+    `_crossfit_own` (its number within its own fold): each probe's rows get their sample_index 0..n-1 by a rename.
+
+    Adding the columns to the whole set before selecting keeps the images where they are: `add_column` on a
+    selection would first copy every selected image into memory (`flatten_indices`), 2 x N images in all.
+    """
+    folds = int(fold.max()) + 1
+    own = np.zeros(len(fold), dtype=np.int64)
+    for k in range(folds):
+        rows = fold == k
+        own[rows] = np.arange(int(rows.sum()))
+        train = np.full(len(fold), -1, dtype=np.int64)
+        train[~rows] = np.arange(int((~rows).sum()))
+        data = data.add_column(f"_crossfit_train_{k}", train, feature=Value("int64"))
+    return data.add_column("_crossfit_own", own, feature=Value("int64"))
+
+
+def reindexed(data: Dataset, rows: np.ndarray, numbering: str) -> Dataset:
+    """The rows as a training set of their own: `sample_index` is the `numbering` column (0..n-1 over `rows`)."""
+    helpers = [c for c in data.column_names if c.startswith("_crossfit_") and c != numbering]
+    subset = data.select(rows).remove_columns(["sample_index", *helpers])
+    return subset.rename_column(numbering, "sample_index")
 
 
 def crossfit_probabilities(
@@ -58,6 +77,7 @@ def crossfit_probabilities(
             return stored["probs"]
         logger.warning("%s was written for other folds or data; cross-validating again", cache)
     probs, is_main = None, True
+    numbered = with_fold_numbering(data, fold)
     for k in range(folds):
         train_rows, predict_rows = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         logger.info(
@@ -67,10 +87,11 @@ def crossfit_probabilities(
             len(train_rows),
             len(predict_rows),
         )
-        trainer = make_trainer(reindexed(data, train_rows), output_dir / f"fold-{k}")
+        trainer = make_trainer(reindexed(numbered, train_rows, f"_crossfit_train_{k}"), output_dir / f"fold-{k}")
         trainer.train()
         is_main = trainer.args.should_save
-        logits = torch.as_tensor(np.asarray(trainer.predict(reindexed(data, predict_rows)).predictions))
+        held_out = reindexed(numbered, predict_rows, "_crossfit_own")
+        logits = torch.as_tensor(np.asarray(trainer.predict(held_out).predictions))
         fold_probs = torch.softmax(logits.double(), dim=-1).numpy()
         if probs is None:
             probs = np.zeros((len(data), fold_probs.shape[1]))

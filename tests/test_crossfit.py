@@ -20,6 +20,10 @@ class _FakeTrainer:
     def __init__(self, train: Dataset, output_dir: Path, log: list) -> None:
         self.fold = int(output_dir.name.removeprefix("fold-"))
         self.trained = set(train["id"])
+        assert train["sample_index"] == list(range(len(train)))  # renumbered for SSPATrainer
+        assert not [c for c in train.column_names if c.startswith("_crossfit")]
+        # a view of the rows, not a copy: add_column on a selection would first copy its images (flatten_indices)
+        assert train._indices is not None
         self.args = SimpleNamespace(should_save=True)
         log.append(self)
 
@@ -29,6 +33,7 @@ class _FakeTrainer:
     def predict(self, data: Dataset) -> SimpleNamespace:
         assert not self.trained & set(data["id"]), "a model predicted a row it trained on"
         assert data["sample_index"] == list(range(len(data)))  # renumbered for SSPATrainer
+        assert data._indices is not None
         logits = np.full((len(data), 7), -30.0)
         logits[:, self.fold] = 30.0
         return SimpleNamespace(predictions=logits)

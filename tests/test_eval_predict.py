@@ -18,6 +18,7 @@ from sspa_hf.commands import predict as predict_command
 from sspa_hf.data.synthetic import load_synthetic
 from sspa_hf.labels import EXPRESSIONS
 from sspa_hf.metrics import classification_metrics
+from sspa_hf.run_folder import read_predictions
 
 
 def _save_model(folder: Path, id2label: dict[int, str] | None = None) -> SSPAForImageClassification:
@@ -189,6 +190,18 @@ def test_eval_maps_the_models_label_order_onto_the_datasets_by_name(setup, tmp_p
     expected = _expected_metrics(model, setup["truth"], list(EXPRESSIONS))
     assert record["confusion_matrix"] == expected["confusion_matrix"]
     assert record["accuracy"] == pytest.approx(expected["accuracy"])
+    # The per-face predictions, in the dataset's class order: probability columns by name, argmax = prediction
+    faces = read_predictions(tmp_path / "out")
+    probs = _probabilities_of(model, list(setup["truth"]))
+    expected_probs = np.stack([probs[path] for path in setup["truth"]])  # the model's own (reversed) order
+    written = faces[[f"prob/{n}" for n in reversed(EXPRESSIONS)]].to_numpy()
+
+    def by_rows(a: np.ndarray) -> np.ndarray:  # the folder's row order is not the truth dict's: compare as sets
+        return a[np.lexsort(np.round(a, 4).T[::-1])]
+
+    np.testing.assert_allclose(by_rows(written), by_rows(expected_probs), atol=1e-5)
+    assert sorted(faces.label.tolist()) == sorted(setup["truth"].values())
+    assert (faces.prediction.to_numpy() == faces[[f"prob/{n}" for n in EXPRESSIONS]].to_numpy().argmax(1)).all()
 
 
 def test_eval_user_errors_are_one_line(setup, capsys):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..metrics import format_summary
-from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, write_evaluation_report
+from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, EVAL_PREDICTIONS, write_evaluation_report, write_predictions
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 
@@ -30,9 +30,10 @@ processor (the same preprocessing as pipeline()), then accuracy, macro precision
 
 MODEL is a model folder (written by sspa-train or save_pretrained) or a Hub id. DATASET-SPEC is
 FORMAT:PATH[?key=value&...] (e.g. rafdb:/data/RAF-DB/basic, imagefolder:/data/faces) or a folder written
-by sspa-prepare. Writes eval_metrics.json and confusion_matrix.png into the output folder: by default
-MODEL/eval-DATASET-SPLIT for a model folder, ./eval-NAME-DATASET-SPLIT in the current directory for a Hub
-id (DATASET: the spec's format and last path part, e.g. rafdb-basic)."""
+by sspa-prepare. Writes eval_metrics.json, confusion_matrix.png and eval_predictions.parquet (per face:
+label, prediction, probabilities) into the output folder: by default MODEL/eval-DATASET-SPLIT for a model
+folder, ./eval-NAME-DATASET-SPLIT in the current directory for a Hub id (DATASET: the spec's format and last
+path part, e.g. rafdb-basic)."""
 
 EPILOG = f"""\
 examples:
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output_dir",
         default=None,
         metavar="DIR",
-        help="where to write eval_metrics.json and confusion_matrix.png (default: MODEL/eval-DATASET-SPLIT for a "
-        "folder, ./eval-NAME-DATASET-SPLIT for a Hub id)",
+        help="where to write the metrics, the confusion matrix and the per-face predictions (default: "
+        "MODEL/eval-DATASET-SPLIT for a folder, ./eval-NAME-DATASET-SPLIT for a Hub id)",
     )
     parser.add_argument(
         "--num_workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default: 0)"
@@ -91,7 +92,7 @@ def label_mapping(model_labels: dict[int, str], dataset_names: list[str]) -> np.
 def predict_split(
     model: Any, processor: Any, data: Any, batch_size: int, num_workers: int, device: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels, argmax of the model's logits) over a split, in row order."""
+    """(true labels (N,), the model's logits (N, C)) over a split, in row order."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -111,7 +112,7 @@ def predict_split(
         with torch.no_grad():
             for batch in tqdm(loader, desc="evaluating", unit="batch", disable=None, leave=False):
                 logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-                pred.append(logits.argmax(dim=-1).cpu().numpy())
+                pred.append(logits.float().cpu().numpy())
                 true.append(batch["labels"].numpy())
     except UserInputError as exc:  # from a worker process the message carries a traceback: keep its last line
         last = str(exc).strip().splitlines()[-1]
@@ -164,7 +165,9 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     data = load_split(args.dataset, args.split)
     class_names = list(data.features["label"].names)
     mapping = label_mapping(dict(model.config.id2label), class_names)
-    y_true, y_model = predict_split(model, processor, data, args.batch_size, args.num_workers, device)
+    y_true, logits = predict_split(model, processor, data, args.batch_size, args.num_workers, device)
+    in_dataset_order = np.empty_like(logits)
+    in_dataset_order[:, mapping] = logits
     if args.output_dir:
         output_dir = Path(args.output_dir)
     else:
@@ -174,7 +177,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     record = write_evaluation_report(
         output_dir,
         y_true,
-        mapping[y_model],
+        in_dataset_order.argmax(axis=1),
         class_names,
         title,
         model=args.model,
@@ -184,7 +187,8 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"{title}, {len(y_true)} images")
     print(format_summary(record, class_names))
-    print(f"wrote {output_dir / EVAL_METRICS} and {output_dir / CONFUSION_MATRIX}")
+    write_predictions(output_dir, y_true, in_dataset_order, class_names)  # per face: paired intervals between runs
+    print(f"wrote {output_dir / EVAL_METRICS}, {output_dir / CONFUSION_MATRIX} and {output_dir / EVAL_PREDICTIONS}")
     return record
 
 
