@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from ..trainer import SSPATrainer
 
 
+def class_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """log pi, (C,): the class frequencies of `labels` (N,) with one extra count per class (no log 0)."""
+    return np.log((np.bincount(labels, minlength=num_classes) + 1) / (len(labels) + num_classes))
+
+
 class TransitionPamMode(TransitionMode, FrozenPartitionMode):
     name = "transition_pam"
     help = (
@@ -81,8 +86,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         full (the Bayes correction from a uniform prior), w = 0 keeps the flat one. Losses read the experts' logits,
         so training is unchanged; `config.logit_adjustment` goes with the saved model to `pipeline` and ONNX.
         """
-        labels = self.selector.labels.numpy()[self.selector.is_target.numpy()]
-        log_prior = np.log((np.bincount(labels, minlength=self.num_classes) + 1) / (len(labels) + self.num_classes))
+        log_prior = class_log_prior(self.selector.labels.numpy()[self.selector.is_target.numpy()], self.num_classes)
         config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
         config.logit_adjustment = (self.args.prior_weight * log_prior).tolist() if self.args.prior_weight else None
 
