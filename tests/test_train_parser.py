@@ -90,13 +90,16 @@ def test_recipe_mistakes_are_one_line_errors(tmp_path, capsys, content, needle):
 
 
 @pytest.mark.parametrize("recipe", sorted((RECIPES / "beyond").rglob("*.yaml")), ids=lambda p: p.stem)
-def test_every_beyond_recipe_is_its_paper_recipe_in_transition_mode(recipe):
+def test_every_beyond_recipe_is_the_paper_recipe_it_extends_in_a_mode_of_ours(recipe):
+    """beyond/X.yaml is paper/X.yaml in transition, beyond/X_transition_pam.yaml paper/X.yaml in transition_pam."""
     model, data, train = parse_arguments([str(recipe)])
-    paper = RECIPES / "paper" / recipe.relative_to(RECIPES / "beyond")
-    paper_model, paper_data, paper_train = parse_arguments([str(paper)])
-    assert (train.selection_mode, model.num_experts, paper_train.selection_mode) == ("transition", 1, "paper")
+    mode = "transition_pam" if recipe.stem.endswith("_transition_pam") else "transition"
+    name = recipe.relative_to(RECIPES / "beyond").with_name(recipe.name.replace("_transition_pam", ""))
+    paper_model, paper_data, paper_train = parse_arguments([str(RECIPES / "paper" / name)])
+    assert (train.selection_mode, model.num_experts, paper_train.selection_mode) == (mode, 1, "paper")
     assert data == paper_data and model.backbone == paper_model.backbone
     assert (train.num_train_epochs, train.learning_rate, train.seed) == (80, 0.01, paper_train.seed)
+    assert train.selection_epochs == paper_train.selection_epochs == 40  # transition_pam's T_S: the paper's
     assert train.output_dir == f"runs/beyond_{recipe.stem}"
 
 
