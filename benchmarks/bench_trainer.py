@@ -8,11 +8,12 @@ The GPU preset also projects the wall time of the paper's RAF-DB + 10 % AffectNe
 12,271 + 28,372 faces) from the SSPATrainer throughput (docs/RESULTS.md, benchmarks/gpu/README.md).
 
 Both trainers get the same model architecture, data set, augmentation, collated batches and optimiser; the plain
-Trainer's collator only drops the two SSPA columns. Four arms are timed in alternating rounds: plain, SSPA in the
+Trainer's collator only drops the two SSPA columns. Five arms are timed in alternating rounds: plain, SSPA in the
 sample-selection stage (threshold updates, masked loss), SSPA in the paired-augmentation stage (a realistic
-partition: 30 % of the auxiliary samples noisy, so about 20 % of each batch is mixed) and selection_mode
-"transition" (the learnt standard transition in the loss). Also timed: the data pipeline
-alone (decode + augment + collate) and the model alone (forward + backward + step on one fixed batch).
+partition: 30 % of the auxiliary samples noisy, so about 20 % of each batch is mixed), selection_mode
+"transition" (the learnt standard transition in the loss) and "transition_pam" after T_S (the same partition mixed
+by PAM, M on the kept auxiliary faces; its one verdict pass is inference, see bench_scale.py). Also timed: the data
+pipeline alone (decode + augment + collate) and the model alone (forward + backward + step on one fixed batch).
 """
 
 from __future__ import annotations
@@ -129,21 +130,21 @@ def time_arm(arm: str, args: argparse.Namespace, data, processor) -> float:
             callbacks=[timer],
         )
     else:
-        transition = arm == "sspa_transition"
+        mode = {"sspa_transition": "transition", "sspa_transition_pam": "transition_pam"}.get(arm, "paper")
         trainer = SSPATrainer(
-            model=model_for(args, transition=transition),
-            args=training_args(
-                args, out, 40 if arm == "sspa_selection" else 0, "transition" if transition else "paper"
-            ),
+            model=model_for(args, transition=mode != "paper"),
+            args=training_args(args, out, 40 if arm in ("sspa_selection", "sspa_transition_pam") else 0, mode),
             train_dataset=data,
             processing_class=processor,
             data_collator=Collate(args.channels_last, plain=False),
             callbacks=[timer],
         )
-        if arm == "sspa_pairing":  # a realistic frozen partition: 30 % of the auxiliary samples noisy
+        if arm in ("sspa_pairing", "sspa_transition_pam"):  # a realistic partition: 30 % of the auxiliary noisy
             aux = torch.nonzero(~trainer.selector.is_target).flatten()
             noisy = aux[torch.randperm(len(aux), generator=torch.Generator().manual_seed(0))[: int(0.3 * len(aux))]]
             trainer.selector.clean[noisy] = False
+            if arm == "sspa_transition_pam":
+                trainer.mode.judged_at = 0  # past T_S: its PA stage, without the verdict pass
     trainer.train()
     return timer.images_per_second()
 
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
     """Alternating rounds of the three arms for one model; medians, ratios, data and model throughput."""
     data, description = joint_data(args.image_size)
     processor = make_image_processor(args.image_size, [0.5] * 3, [0.5] * 3)
-    arms = ("plain", "sspa_selection", "sspa_pairing", "sspa_transition")
+    arms = ("plain", "sspa_selection", "sspa_pairing", "sspa_transition", "sspa_transition_pam")
     speeds: dict[str, list[float]] = {arm: [] for arm in arms}
     for round_index in range(args.rounds):
         for arm in arms:
@@ -206,6 +207,7 @@ def run(args: argparse.Namespace) -> dict:
         "ratio_selection_stage": round(median["sspa_selection"] / median["plain"], 3),
         "ratio_pairing_stage": round(median["sspa_pairing"] / median["plain"], 3),
         "ratio_transition_mode": round(median["sspa_transition"] / median["plain"], 3),
+        "ratio_transition_pam_after_t_s": round(median["sspa_transition_pam"] / median["plain"], 3),
         "data_pipeline_images_per_second": round(data_only(args, data, processor), 1),
         "model_images_per_second": round(model_only(args), 1),
         "projected_hours_rafdb_affectnet10_80_epochs": round(PAPER_RUN_IMAGES / sspa_speed / 3600, 2),

@@ -39,7 +39,7 @@ def test_every_registered_mode_is_offered_and_an_unknown_one_is_refused(tmp_path
     for name in MODES:
         assert f"'{name}'" in help_text.metadata["help"]
     with pytest.raises(
-        ValueError, match="selection_mode must be one of paper, straight, transition, transition_pam, cleanlab"
+        ValueError, match="selection_mode must be one of transition, transition_pam, paper, cleanlab, straight"
     ):
         SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="oracle")
 
