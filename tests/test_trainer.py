@@ -221,11 +221,12 @@ def test_two_processes_with_sync_batch_stats_solve_eq8_on_the_global_batch(tmp_p
     for r0, r1 in zip(*rows, strict=True):
         h, n, s = np.stack([r0[:7], r1[:7]]), np.array([r0[7], r1[7]]), np.stack([r0[8:], r1[8:]])
         np.testing.assert_array_equal(s, allocate_across(h, n))  # one global solution, each rank its share
-        assert s[0].sum() == n[0] and s[1].sum() == n[1]
+        for p in range(2):  # a share without clean faces (the short last step's) has nothing to pair with
+            assert s[p].sum() == (n[p] if h[p].any() else 0)
         local = sum(allocate(h[p], int(n[p])) if h[p].any() else np.zeros(7, int) for p in range(2))
         differs_from_local += int(not np.array_equal(s.sum(0), local))
     assert differs_from_local > 0, "the global allocation never differed from two local ones: not exercised"
-    assert int(states[0]["created"].sum()) == sum(int(r[7]) for rows_p in rows for r in rows_p)
+    assert int(states[0]["created"].sum()) == sum(int(r[8:].sum()) for rows_p in rows for r in rows_p)
 
 
 def test_label_smoothing_factor_smooths_each_experts_cross_entropy(tmp_path):
