@@ -116,9 +116,10 @@ class SSPATrainingArguments(TrainingArguments):
             `straight` (the naive merge). A mode warns once about the settings below that it does not read.
         crossfit_folds (`int`, defaults to `2`):
             K of the cleanlab mode's cross-validation.
-        prior_weight (`float`, defaults to `0.5`):
+        prior_weight (`float`, defaults to `0`):
             w of the transition_pam mode: from epoch T_S the model predicts with logits + w log pi, pi the target
-            faces' class prior (logit adjustment), taking back part of what PAM's flat batches moved to the tail.
+            faces' class prior (logit adjustment), trading back the tail recall PAM's flat batches bought for
+            accuracy (measured frontier: docs/RESULTS.md, "Issue 16").
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
@@ -162,10 +163,10 @@ class SSPATrainingArguments(TrainingArguments):
     )
     crossfit_folds: int = field(default=2, metadata={"help": "K, cross-validation folds of selection_mode 'cleanlab'."})
     prior_weight: float = field(
-        default=0.5,
+        default=0.0,
         metadata={
             "help": "w of selection_mode 'transition_pam': from epoch T_S predictions use logits + w log pi (pi: the "
-            "target faces' class prior), taking back part of what PAM's flat batches gave the tail (0: none)."
+            "target faces' class prior), trading tail recall back for accuracy (0: none; docs/RESULTS.md)."
         },
     )
     selection_epochs: int = field(

@@ -29,7 +29,9 @@ def _judging_everything_class_1(trainer, monkeypatch) -> np.ndarray:
 
 def test_the_verdict_freezes_the_partition_at_epoch_t_s_and_not_before(tmp_path, monkeypatch):
     train_set, _ = joint_data(60, 60)
-    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=2)
+    trainer = make_trainer(
+        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=2, prior_weight=0.5
+    )
     expected = _judging_everything_class_1(trainer, monkeypatch)
     mode = trainer.mode
     mode.begin_epoch(1)
@@ -102,11 +104,10 @@ def test_without_pairing_the_flagged_faces_leave_the_loss(tmp_path, monkeypatch)
     np.testing.assert_array_equal(trainer.mode.loss_weight(rows).numpy(), clean.astype(np.float32))
 
 
-def test_prior_weight_zero_leaves_the_logits_alone(tmp_path, monkeypatch):
+def test_by_default_the_logits_are_left_alone(tmp_path, monkeypatch):
     train_set, _ = joint_data(30, 30)
-    trainer = make_trainer(
-        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, prior_weight=0.0
-    )
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1)
+    assert trainer.args.prior_weight == 0.0
     _judging_everything_class_1(trainer, monkeypatch)
     trainer.mode.begin_epoch(1)
     assert trainer.model.config.logit_adjustment is None
@@ -121,7 +122,7 @@ def test_a_schedule_without_epochs_after_t_s_is_refused(tmp_path):
 @pytest.mark.slow
 def test_training_resumes_after_t_s_with_the_verdict_it_froze(tmp_path, monkeypatch):
     train_set, _ = joint_data(64, 64)
-    common = {"selection_mode": "transition_pam", "num_train_epochs": 3, "selection_epochs": 1}
+    common = {"selection_mode": "transition_pam", "num_train_epochs": 3, "selection_epochs": 1, "prior_weight": 0.5}
     trainer = make_trainer(tmp_path, train_set, k=1, save_strategy="epoch", **common)
     _judging_everything_class_1(trainer, monkeypatch)  # so that the verdict flags faces after one tiny epoch
     trainer.train()

@@ -5,7 +5,7 @@ target-standard head never learns to predict it. At epoch T_S the model's verdic
 freezes the partition; from then on every flagged face is mixed into a clean partner drawn so that each batch's
 class histogram becomes as flat as possible (Eq. 5-8, Algorithm 2), the paper's own remedy for the tail classes.
 Target faces and mixtures enter the loss with their labels, kept auxiliary faces still through M. Flat batches
-teach the head a flatter prior than the target's; from T_S it predicts with logits + w log pi (`prior_weight`).
+teach the head a flatter prior than the target's; with `prior_weight` w > 0 it predicts with logits + w log pi.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         "the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary label "
         "through it; then its own verdict (the most probable target class under M[y, j] p(j | x)) flagged the "
         "auxiliary labels it did not keep, and the paper's PAM mixed each flagged face into a clean partner of a "
-        "rare class for the remaining epochs. It predicts with logits + w log pi (pi: the target faces' class "
-        "prior, w: `prior_weight`, in `config.logit_adjustment`), taking back part of the flat batches' tail "
-        'prior. "Kept" below is that verdict at epoch T_S.'
+        "rare class for the remaining epochs. With `prior_weight` w > 0 it predicts with logits + w log pi (pi: "
+        "the target faces' class prior; `config.logit_adjustment`), trading tail recall back for accuracy. "
+        '"Kept" below is that verdict at epoch T_S.'
     )
     reads = frozenset(
         {"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation", "prior_weight"}
