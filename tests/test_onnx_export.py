@@ -21,10 +21,20 @@ BACKBONES = {
 }
 
 
-@pytest.mark.parametrize(("backbone", "experts"), [("resnet", 3), ("resnet", 1), ("arm", 3)])
-def test_onnx_probabilities_equal_pytorchs_on_batches_of_1_and_8(tmp_path, capsys, backbone, experts):
+@pytest.mark.parametrize(
+    ("backbone", "experts", "adjustment"),
+    [("resnet", 3, None), ("resnet", 1, [0.0, 2.0, -1.0, 0.0, 0.5, 0.0, -3.0]), ("arm", 3, None)],
+)
+def test_onnx_probabilities_equal_pytorchs_on_batches_of_1_and_8(tmp_path, capsys, backbone, experts, adjustment):
+    """`adjustment`: a transition_pam model's logit adjustment travels into the exported file."""
     torch.manual_seed(0)
-    config = SSPAConfig(backbone=backbone, backbone_config=BACKBONES[backbone], image_size=64, num_experts=experts)
+    config = SSPAConfig(
+        backbone=backbone,
+        backbone_config=BACKBONES[backbone],
+        image_size=64,
+        num_experts=experts,
+        logit_adjustment=adjustment,
+    )
     model = SSPAForImageClassification(config).eval()
     with torch.no_grad():
         model.moe.experts.weight.mul_(30)  # spread the probabilities, so a mismatch shows
