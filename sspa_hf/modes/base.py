@@ -147,16 +147,22 @@ class FrozenPartitionMode(SelectionMode):
         return clean.float()
 
     def partition_loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
+        pixels, labels, _ = self.paired_inputs(batch)
+        outputs = model(pixel_values=pixels)
+        return self.cross_entropy(outputs, labels), outputs
+
+    def paired_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixels, labels, clean) of a batch under the frozen partition: with `use_pairing` its noisy samples
+        replaced by PAM's mixtures (labelled as their clean partner, in place), otherwise the batch as it is."""
         pixels, labels = batch["pixel_values"], batch["labels"]
+        clean = self.selector.loss_mask(batch["sample_index"]).to(pixels.device)
         if self.args.use_pairing:
-            clean = self.selector.loss_mask(batch["sample_index"]).to(pixels.device)
             paired = self.mixup(
                 pixels, labels, clean, rng=self._pairing_rng(), allocation=self._global_allocation(labels, clean)
             )
             self._record_pairs(paired.created, pixels.device)
             pixels, labels = paired.pixel_values, paired.labels
-        outputs = model(pixel_values=pixels)
-        return self.cross_entropy(outputs, labels), outputs
+        return pixels, labels, clean
 
     def _pairing_rng(self) -> np.random.Generator:
         """PAM's random draws as a function of (seed, step, micro-batch, rank): resumable and reproducible."""

@@ -53,6 +53,10 @@ class TransitionMode(SelectionMode):
 
     def finish(self) -> None:
         """After training, the model's verdict becomes `selector.clean`, so the selection statistics report it."""
+        self.judge()
+
+    def judge(self) -> None:
+        """The model's verdict (below) as the partition (`selector.clean`) and the per-sample judgement."""
         target_label, score = self.verdict()
         self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
         self.judgement = {"target_standard_label": target_label, "score": score}

@@ -69,9 +69,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         """At epoch T_S: the verdict of the model so far becomes the partition of every later epoch."""
         if self.judged_at is not None or epoch < self.args.selection_epochs:
             return
-        target_label, score = self.verdict()
-        self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
-        self.judgement = {"target_standard_label": target_label, "score": score}
+        self.judge()
         self.judged_at = epoch
         self._adjust_logits()
         if self.trainer.is_world_process_zero():
@@ -98,14 +96,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
     def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if self.judged_at is None:
             return super().loss(model, batch, weight)
-        pixels, labels = batch["pixel_values"], batch["labels"]
-        clean = self.selector.loss_mask(batch["sample_index"]).to(pixels.device)
-        if self.args.use_pairing:
-            paired = self.mixup(
-                pixels, labels, clean, rng=self._pairing_rng(), allocation=self._global_allocation(labels, clean)
-            )
-            self._record_pairs(paired.created, pixels.device)
-            pixels, labels = paired.pixel_values, paired.labels
+        pixels, labels, clean = self.paired_inputs(batch)
         outputs = model(pixel_values=pixels)
         through_m = clean & ~batch["is_target"].to(pixels.device)  # kept auxiliary faces, unmixed
         per_sample = torch.where(
