@@ -50,12 +50,11 @@ def main() -> None:
         y_true = table["label"].to_numpy()
         probs = table[[f"prob/{name}" for name in EXPRESSIONS]].to_numpy()
         for tau in args.taus:
-            y_pred = (np.log(np.clip(probs, 1e-12, None)) - tau * log_prior).argmax(axis=1)
-            m = classification_metrics(y_true, y_pred, len(EXPRESSIONS), list(EXPRESSIONS))
+            adjusted = np.log(np.clip(probs, 1e-12, None)) - tau * log_prior
+            m = classification_metrics(y_true, adjusted.argmax(axis=1), len(EXPRESSIONS), list(EXPRESSIONS))
             if args.save_as:
                 out = args.save_as / run.name
                 out.mkdir(parents=True, exist_ok=True)
-                adjusted = np.log(np.clip(probs, 1e-12, None)) - tau * log_prior
                 write_predictions(out, y_true, adjusted, list(EXPRESSIONS))
                 (out / EVAL_METRICS).write_text(json.dumps({**m, "adjusted_from": str(run), "tau": tau}, indent=2))
             print(

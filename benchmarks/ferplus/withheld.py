@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from datasets import load_from_disk
 
 from sspa_hf.commands import evaluate
+from sspa_hf.data.columns import read_column
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fer2013_ferplus"
 PREPARED = Path("benchmarks/out/ferplus")
@@ -33,7 +34,7 @@ def write_withheld(data: Path, prepared: Path, folder: Path) -> int:
     used = set()
     for name in ("target", "aux"):
         for split in load_from_disk(str(prepared / name)).values():
-            used.update(split["pixel_sha1"])
+            used.update(read_column(split, "pixel_sha1"))  # one batch, not `split[col]`'s row-by-row Column
     used.update(pq.read_table(data / "validation.parquet", columns=["pixel_sha1"])["pixel_sha1"].to_pylist())
     table = pq.read_table(data / "train.parquet")
     drawn = pa.array(sorted(used), type=pa.string())
