@@ -25,13 +25,6 @@ class ModelArguments:
     )
     backbone: str = field(default="resnet", metadata={"help": "Feature extractor: 'resnet' or 'arm'."})
     num_experts: int = field(default=3, metadata={"help": "k, experts of the MoE head (1 = plain linear classifier)."})
-    transition_gate: bool = field(
-        default=False,
-        metadata={
-            "help": "Selection modes transition/transition_pam: read each auxiliary label through M(x) = g(x) M + "
-            "(1 - g(x)) I, g a logistic gate on the face's features (a per-face shift; docs/method.md)."
-        },
-    )
     image_size: int = field(default=224, metadata={"help": "Square input side in pixels."})
     backbone_checkpoint: str | None = field(
         default=None,

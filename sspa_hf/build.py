@@ -38,13 +38,8 @@ def _one_line(what: str, name: str) -> Iterator[None]:
 def build_model(args: ModelArguments, standard_transition: bool = False):
     """A fresh SSPA model (optionally with pretrained backbone weights) or a saved one, and its image processor.
 
-    `standard_transition` adds the learnt auxiliary-to-target label transition (selection_mode 'transition'),
-    gated per face when `args.transition_gate`.
+    `standard_transition` adds the learnt auxiliary-to-target label transition (selection_mode 'transition').
     """
-    if args.transition_gate and not standard_transition:
-        raise UserInputError(
-            "--transition_gate gates the standard transition: use selection_mode transition or transition_pam"
-        )
     if args.model_name_or_path:
         with _one_line("model_name_or_path", args.model_name_or_path):
             model = AutoModelForImageClassification.from_pretrained(args.model_name_or_path)
@@ -69,7 +64,6 @@ def build_model(args: ModelArguments, standard_transition: bool = False):
             num_experts=args.num_experts,
             image_size=args.image_size,
             standard_transition=standard_transition,
-            transition_gate=args.transition_gate,
         )
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc

@@ -52,9 +52,6 @@ class SSPAConfig(PretrainedConfig):
         arm_momentum: momentum of ARM's running batch mean (like BatchNorm's), used in eval mode.
         standard_transition: learn a C x C matrix M[y, j] = P(auxiliary label y | target-standard class j) that
             explains the auxiliary labels during training (selection_mode "transition"); unused at inference.
-        transition_gate: with `standard_transition`, read each auxiliary label through M(x) = g(x) M + (1 - g(x)) I,
-            g a logistic gate on the features: an instance-dependent transition (after CoNAL, Chu et al. 2021),
-            for shifts that only some faces of a class undergo; unused at inference.
         logit_adjustment: C numbers added to the logits (Menon et al. 2021's logit adjustment; selection_mode
             "transition_pam" sets it), so that `pipeline`, `sspa-eval` and ONNX predict with it; None: none.
     """
@@ -62,14 +59,7 @@ class SSPAConfig(PretrainedConfig):
     model_type = "sspa"
     sub_configs = {"backbone_config": ResNetConfig}  # saved as a nested dict, loaded back as a ResNetConfig
     # Only `logits` is gathered at evaluation (Trainer.predict); the rest of SSPAOutput stays on the device.
-    keys_to_ignore_at_inference = [
-        "expert_logits",
-        "expert_probs",
-        "gate",
-        "features",
-        "auxiliary_log_probs",
-        "shift_logit",
-    ]
+    keys_to_ignore_at_inference = ["expert_logits", "expert_probs", "gate", "features", "auxiliary_log_probs"]
 
     def __init__(
         self,
@@ -79,7 +69,6 @@ class SSPAConfig(PretrainedConfig):
         image_size: int = 224,
         arm_momentum: float = 0.1,
         standard_transition: bool = False,
-        transition_gate: bool = False,
         logit_adjustment: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -100,9 +89,6 @@ class SSPAConfig(PretrainedConfig):
         self.image_size = image_size
         self.arm_momentum = arm_momentum
         self.standard_transition = bool(standard_transition)
-        if transition_gate and not standard_transition:
-            raise ValueError("SSPAConfig: transition_gate gates the standard transition; set standard_transition too")
-        self.transition_gate = bool(transition_gate)
         if logit_adjustment is not None and len(logit_adjustment) != self.num_labels:
             raise ValueError(
                 f"SSPAConfig: logit_adjustment needs one number per class ({self.num_labels}), "

@@ -38,7 +38,6 @@ class SSPAOutput(ModelOutput):
     gate: torch.Tensor | None = None  # (batch, k): w
     features: torch.Tensor | None = None  # (batch, D): f
     auxiliary_log_probs: torch.Tensor | None = None  # (batch, k, C): log sum_j M[y, j] p_i(j), with a transition
-    shift_logit: torch.Tensor | None = None  # (batch,): logit of g(x), with a transition gate
 
 
 class MixtureOfExperts(nn.Module):
@@ -136,9 +135,6 @@ class SSPAPreTrainedModel(PreTrainedModel):
         elif getattr(module, "standard_transition", None) is not None:  # starts near identity: P(y = j | j) ~ 0.77
             with torch.no_grad():
                 module.standard_transition.copy_(TRANSITION_INIT * torch.eye(module.config.num_labels))
-                if module.shift_gate is not None:  # g(x) = 1/2 for every face at the start
-                    init.zeros_(module.shift_gate.weight)
-                    init.zeros_(module.shift_gate.bias)
 
 
 class SSPAForImageClassification(SSPAPreTrainedModel):
@@ -162,7 +158,6 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         self.standard_transition = None
         if config.standard_transition:  # logits of M[y, j] = P(auxiliary label y | target-standard class j)
             self.standard_transition = nn.Parameter(torch.zeros(config.num_labels, config.num_labels))
-        self.shift_gate = nn.Linear(config.feature_dim, 1) if getattr(config, "transition_gate", False) else None
         self.post_init()
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -187,16 +182,10 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         loss = None
         if labels is not None:
             loss = expert_cross_entropy(expert_logits, labels).mean()
-        auxiliary_log_probs = shift_logit = None
+        auxiliary_log_probs = None
         if self.standard_transition is not None:  # log P(auxiliary label | x) = log sum_j M[y, j] p_i(j)
             log_m = self.standard_transition.float().log_softmax(dim=0)
             auxiliary_log_probs = torch.logsumexp(expert_log_probs.unsqueeze(-2) + log_m, dim=-1)
-        if self.shift_gate is not None:  # through M(x) = g(x) M + (1 - g(x)) I: g M p_i + (1 - g) p_i
-            shift_logit = self.shift_gate(features.float()).squeeze(-1)
-            auxiliary_log_probs = torch.logaddexp(
-                F.logsigmoid(shift_logit).view(-1, 1, 1) + auxiliary_log_probs,
-                F.logsigmoid(-shift_logit).view(-1, 1, 1) + expert_log_probs,
-            )
         output = SSPAOutput(
             loss=loss,
             logits=logits,
@@ -205,7 +194,6 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
             gate=gate,
             features=features,
             auxiliary_log_probs=auxiliary_log_probs,
-            shift_logit=shift_logit,
         )
         return output if return_dict is not False else output.to_tuple()
 

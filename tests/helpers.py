@@ -92,16 +92,9 @@ def joint_data(n_target: int, n_aux: int) -> tuple:
 
 
 def make_trainer(
-    tmp_path: Path,
-    train_set,
-    eval_set=None,
-    k: int = 3,
-    crop_padding: float = 0.0,
-    config: dict | None = None,
-    **overrides,
+    tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, **overrides
 ) -> SSPATrainer:
-    """A CPU SSPATrainer on a TINY backbone with k experts at 48 px; `config` adds to the model's config,
-    `overrides` replace its training arguments."""
+    """A CPU SSPATrainer on a TINY backbone with k experts at 48 px; `overrides` replace its training arguments."""
     import torch
 
     from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
@@ -111,9 +104,8 @@ def make_trainer(
 
     torch.manual_seed(0)
     needs = get_mode(overrides.get("selection_mode", "paper")).model_options  # what build_model would add
-    model = SSPAForImageClassification(
-        SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, **needs, **(config or {}))
-    )
+    config = SSPAConfig(backbone_config=TINY, num_experts=k, image_size=48, **needs)
+    model = SSPAForImageClassification(config)
     settings = {
         "output_dir": str(tmp_path / "run"),
         "per_device_train_batch_size": 32,

@@ -71,7 +71,7 @@ def test_transition_verdict_is_the_posterior_argmax(tmp_path, monkeypatch):
     labels = np.asarray(train_set["label"])
     p = np.full((len(aux), 7), 0.01)
     p[:, 1] = 0.6  # every auxiliary face looks like class 1
-    monkeypatch.setattr(trainer, "predict", lambda data, **_: SimpleNamespace(predictions=np.log(p[: len(data)])))
+    monkeypatch.setattr(trainer, "predict", lambda data: SimpleNamespace(predictions=np.log(p[: len(data)])))
     trainer.mode.finish()
     verdict = trainer.mode.judgement["target_standard_label"][aux]
     # q(j) ~ M[y, j] p(j): label 0 -> class 1 (M[0, 1] = M[0, 0], p(1) > p(0)); label 1 -> 1 (kept); label 2 -> 2
@@ -79,68 +79,6 @@ def test_transition_verdict_is_the_posterior_argmax(tmp_path, monkeypatch):
     np.testing.assert_array_equal(verdict, expected)
     assert trainer.selector.clean[aux].numpy().tolist() == (expected == labels[aux]).tolist()
     assert (trainer.mode.judgement["score"][aux][labels[aux] == 0] < 0).all()
-
-
-def test_a_gated_transition_reads_each_face_through_g_m_plus_one_minus_g_identity(tmp_path):
-    config = SSPAConfig(backbone_config=TINY, num_experts=2, image_size=48, standard_transition=True)
-    model = SSPAForImageClassification(SSPAConfig(**{**config.to_dict(), "transition_gate": True}))
-    assert not torch.any(model.shift_gate.weight) and not torch.any(model.shift_gate.bias)  # g = 1/2 at first
-    with torch.no_grad():
-        model.standard_transition.normal_()
-        model.shift_gate.weight.normal_(std=0.5)
-    out = model(pixel_values=torch.randn(4, 3, 48, 48))
-    g = torch.sigmoid(model.shift_gate(out.features).squeeze(-1)).view(-1, 1, 1).detach()
-    assert float(g.min()) > 0.05 and float(g.max()) < 0.95 and float(g.max() - g.min()) > 0.01  # per face
-    m = model.standard_transition.softmax(dim=0)
-    expected = g * torch.einsum("yj,bkj->bky", m, out.expert_probs) + (1 - g) * out.expert_probs
-    torch.testing.assert_close(out.auxiliary_log_probs.exp(), expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out.shift_logit, torch.logit(g.view(-1)), rtol=1e-4, atol=1e-5)
-    model.save_pretrained(tmp_path)
-    reloaded = SSPAForImageClassification.from_pretrained(tmp_path)
-    assert reloaded.config.transition_gate and torch.equal(reloaded.shift_gate.weight, model.shift_gate.weight)
-    with pytest.raises(ValueError, match="transition_gate"):
-        SSPAConfig(backbone_config=TINY, transition_gate=True)
-
-
-def test_the_gated_verdict_keeps_the_label_of_a_face_the_gate_calls_unshifted(tmp_path, monkeypatch):
-    train_set, _ = joint_data(60, 60)
-    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition", config={"transition_gate": True})
-    with torch.no_grad():  # M: classes 0 and 1 get auxiliary labels 0 and 1 half and half; the rest their own
-        trainer.model.standard_transition.fill_(-20.0)
-        trainer.model.standard_transition[:2, :2] = 0.0
-        for j in range(2, 7):
-            trainer.model.standard_transition[j, j] = 0.0
-    aux = np.flatnonzero(~np.asarray(train_set["is_target"]))
-    labels = np.asarray(train_set["label"])
-    p = np.full((len(aux), 7), 0.01)
-    p[:, 0], p[:, 1] = 0.3, 0.6  # every auxiliary face looks more like class 1 than class 0
-    shift = np.where(np.arange(len(aux)) % 2 == 0, -8.0, 8.0)  # even faces unshifted (g ~ 0), odd ones shifted
-    asked = {}
-
-    def predict(data, ignore_keys=None):
-        asked["ignore_keys"] = ignore_keys
-        return SimpleNamespace(predictions=(np.log(p[: len(data)]), shift[: len(data)]))
-
-    monkeypatch.setattr(trainer, "predict", predict)
-    trainer.mode.finish()
-    assert "shift_logit" not in asked["ignore_keys"] and "features" in asked["ignore_keys"]
-    verdict = trainer.mode.judgement["target_standard_label"][aux]
-    # label 0: q(j) ~ (g M[0, j] + (1 - g) [j = 0]) p(j): kept where g ~ 0, class 1 where g ~ 1 (p(1) > p(0));
-    # label 1 stays 1 (M[1, 1] p(1) > M[1, 0] p(0)); labels 2-6 stay (M is the identity there)
-    expected = np.where((labels[aux] == 0) & (shift > 0), 1, labels[aux])
-    assert ((labels[aux] == 0) & (shift < 0)).any() and ((labels[aux] == 0) & (shift > 0)).any()
-    np.testing.assert_array_equal(verdict, expected)
-
-
-def test_a_transition_gate_without_a_transition_mode_is_refused():
-    from sspa_hf.arguments import ModelArguments
-    from sspa_hf.build import build_model
-    from sspa_hf.errors import UserInputError
-
-    with pytest.raises(UserInputError, match=r"transition_gate.*transition_pam"):
-        build_model(ModelArguments(image_size=48, transition_gate=True))
-    model, _ = build_model(ModelArguments(image_size=48, transition_gate=True), standard_transition=True)
-    assert model.shift_gate is not None and model.config.transition_gate
 
 
 @pytest.mark.slow

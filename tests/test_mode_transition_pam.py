@@ -22,7 +22,7 @@ def _judging_everything_class_1(trainer, monkeypatch) -> np.ndarray:
         trainer.model.standard_transition.zero_()
     p = np.full((len(trainer.train_dataset), 7), 0.01)
     p[:, 1] = 0.6
-    monkeypatch.setattr(trainer, "predict", lambda data, **_: SimpleNamespace(predictions=np.log(p[: len(data)])))
+    monkeypatch.setattr(trainer, "predict", lambda data: SimpleNamespace(predictions=np.log(p[: len(data)])))
     labels = np.asarray(trainer.train_dataset["label"])
     return np.asarray(trainer.train_dataset["is_target"]) | (labels == 1)  # the expected clean side
 

@@ -62,8 +62,7 @@ class TransitionMode(SelectionMode):
         self.judgement = {"target_standard_label": target_label, "score": score}
 
     def verdict(self) -> tuple[np.ndarray, np.ndarray]:
-        """The model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode), with
-        M(x) in place of M for a gated transition.
+        """The model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
 
         The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
         target-standard label. Returns (target-standard label (N,) int, score (N,) float: log q(y) minus the best
@@ -74,19 +73,12 @@ class TransitionMode(SelectionMode):
         labels = self.selector.labels.numpy()
         target_label, score = labels.copy(), np.zeros(len(labels), dtype=np.float32)
         if len(aux):
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            gated = model.shift_gate is not None
-            ignore = [k for k in model.config.keys_to_ignore_at_inference if not (gated and k == "shift_logit")]
-            predictions = trainer.predict(data.select(aux), ignore_keys=ignore).predictions
-            logits = np.asarray(predictions[0] if gated else predictions, dtype=np.float64)
+            logits = np.asarray(trainer.predict(data.select(aux)).predictions, dtype=np.float64)
             log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-            log_m = torch.log_softmax(model.standard_transition.detach().double().cpu(), dim=0).numpy()[labels[aux]]
-            if gated:  # log M(x)[y, j] = log(g M[y, j] + (1 - g) [j = y])
-                shift = torch.as_tensor(np.asarray(predictions[1], dtype=np.float64))
-                identity = np.where(np.eye(log_m.shape[1], dtype=bool)[labels[aux]], 0.0, -np.inf)
-                through = torch.nn.functional.logsigmoid(shift).numpy()[:, None] + log_m
-                log_m = np.logaddexp(through, torch.nn.functional.logsigmoid(-shift).numpy()[:, None] + identity)
-            log_q = log_p + log_m  # log M[y, j] + log p(j | x), up to a constant per row
+            log_m = torch.log_softmax(
+                trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach().double().cpu(), dim=0
+            ).numpy()
+            log_q = log_p + log_m[labels[aux]]  # log M[y, j] + log p(j | x), up to a constant per row
             target_label[aux] = log_q.argmax(axis=1)
             given = log_q[np.arange(len(aux)), labels[aux]]
             others = np.where(np.eye(log_q.shape[1], dtype=bool)[labels[aux]], -np.inf, log_q)
