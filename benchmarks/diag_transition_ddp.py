@@ -104,6 +104,7 @@ def run(out: Path, transition: bool, experts: int | None, steps: int, jitter: fl
         for g in trainer.optimizer.param_groups
     ]
     torch.save(result, out / f"rank{trainer.args.process_index}.pt")
+    trainer.accelerator.end_training()  # gloo threads left to interpreter exit can abort it
 
 
 def compare(one_dir: Path, two_dir: Path) -> None:

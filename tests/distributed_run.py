@@ -90,6 +90,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         model = trainer.accelerator.unwrap_model(trainer.model)
         state.update({f"weights/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     torch.save(state, out / f"rank{trainer.args.process_index}.pt")
+    trainer.accelerator.end_training()  # gloo threads left to interpreter exit can abort it
 
 
 if __name__ == "__main__":

@@ -291,7 +291,19 @@ def _main(argv: list[str]) -> int:
             signal.signal(signal.SIGTERM, previous)
         if lock is not None:
             lock.release()
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """After a run that ended well, destroy the process group: gloo's worker threads left to interpreter exit abort
+    the process (SIGABRT, "terminate called without an active exception") on some runs. Not after a failure: the
+    other ranks may still be in a collective, and destroying would hang them."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _has_accelerator() -> bool:
