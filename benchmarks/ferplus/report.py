@@ -5,7 +5,8 @@
 Per arm: accuracy and macro precision / recall / F1 (mean and half-range over seeds), per-class recall; selection
 quality against the ground truth (an auxiliary face is consistent iff its FER2013 label equals its FERPlus label)
 overall, per class and over the selection epochs; PAM mixtures created per class; wall time per run; and, for
-runs that wrote eval_predictions.parquet, each arm's difference to straight combination and to `transition` with a
+runs that wrote eval_predictions.parquet, each arm's difference to each `--references` arm (straight combination,
+`transition`, perfect selection, `transition_pam` by default) with a
 95 % paired-bootstrap interval over evaluation faces and seeds (sspa_hf.intervals).
 """
 
@@ -39,6 +40,8 @@ ORDER = [
     "ssm_dt_pam",
     "transition",
     "transition_moe",
+    "transition_pam",
+    "transition_pam_moe",
     "second_round",
     "second_round_transition",
     "cleanlab",
@@ -241,10 +244,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/out/ferplus/runs"))
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        default=["straight", "transition", "perfect_selection", "transition_pam"],
+        help="arms every other arm is compared with (those without runs are left out)",
+    )
     args = parser.parse_args()
     runs = runs_of(args.runs)
     parts = ["### Evaluation (FERPlus labels)", metrics_table(runs), "", gap_closure(runs), ""]
-    for reference in ("straight", "transition"):
+    for reference in [r for r in args.references if r in runs]:
         parts += [
             f"### Differences to {reference} (seed mean [95 % paired bootstrap over faces and seeds], points)",
             interval_table(runs, reference),
