@@ -120,12 +120,6 @@ class SSPATrainingArguments(TrainingArguments):
             w of the transition_pam mode: from epoch T_S the model predicts with logits + w log pi, pi the target
             faces' class prior (logit adjustment), trading back the tail recall PAM's flat batches bought for
             accuracy (measured frontier: docs/RESULTS.md, "Issue 16").
-        verdict_margin (`float`, defaults to `0`):
-            m of the transition_pam mode: at epoch T_S an auxiliary label is kept iff its verdict score (log q(y)
-            minus the best other class) exceeds m; the others are flagged for PAM. 0: the verdict's argmax.
-        kept_as_target (`bool`, defaults to `False`):
-            transition_pam: after T_S the kept auxiliary faces enter the loss with their own label, like target
-            faces, instead of through M.
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
@@ -173,20 +167,6 @@ class SSPATrainingArguments(TrainingArguments):
         metadata={
             "help": "w of selection_mode 'transition_pam': from epoch T_S predictions use logits + w log pi (pi: the "
             "target faces' class prior), trading tail recall back for accuracy (0: none; docs/RESULTS.md)."
-        },
-    )
-    verdict_margin: float = field(
-        default=0.0,
-        metadata={
-            "help": "m of selection_mode 'transition_pam': at T_S an auxiliary label is kept iff its verdict score "
-            "(log q(y) minus the best other class) exceeds m; the rest are flagged for PAM (0: the verdict's argmax)."
-        },
-    )
-    kept_as_target: bool = field(
-        default=False,
-        metadata={
-            "help": "selection_mode 'transition_pam': after T_S kept auxiliary faces enter the loss with their own "
-            "label like target faces, not through M."
         },
     )
     selection_epochs: int = field(

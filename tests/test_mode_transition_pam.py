@@ -67,29 +67,9 @@ def test_the_logit_adjustment_moves_predictions_only_and_travels_with_the_model(
         SSPAConfig(backbone_config=TINY, logit_adjustment=[0.0, 1.0])
 
 
-def test_a_verdict_margin_keeps_only_the_labels_that_win_by_more_than_it(tmp_path, monkeypatch):
-    train_set, _ = joint_data(60, 60)
-    is_target = np.asarray(train_set["is_target"])
-    # label 1 wins by log(0.6 / 0.01) = 4.09 nats under a uniform M; every other label loses
-    for margin, expected in ((3.0, None), (4.5, is_target)):
-        trainer = make_trainer(
-            tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, verdict_margin=margin
-        )
-        by_argmax = _judging_everything_class_1(trainer, monkeypatch)
-        trainer.mode.begin_epoch(1)
-        np.testing.assert_array_equal(trainer.selector.clean.numpy(), by_argmax if expected is None else expected)
-        np.testing.assert_allclose(trainer.mode.judgement["score"][~is_target & by_argmax], np.log(60), rtol=1e-5)
-
-
-@pytest.mark.parametrize("kept_as_target", [False, True])
-def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_through_m(
-    tmp_path, monkeypatch, kept_as_target
-):
-    """Kept auxiliary faces enter through M, or with kept_as_target like target faces (cross-entropy)."""
+def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_through_m(tmp_path, monkeypatch):
     train_set, _ = joint_data(120, 120)
-    trainer = make_trainer(
-        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, kept_as_target=kept_as_target
-    )
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1)
     clean = torch.as_tensor(_judging_everything_class_1(trainer, monkeypatch))
     trainer.mode.begin_epoch(1)
     with torch.no_grad():
@@ -108,7 +88,7 @@ def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_t
     labels = paired.labels
     ce = expert_cross_entropy(out.expert_logits, labels)
     nll = -out.auxiliary_log_probs.gather(2, labels.view(-1, 1, 1)).squeeze(2).mean(1)
-    through_m = clean[rows] & ~batch["is_target"] & (not kept_as_target)
+    through_m = clean[rows] & ~batch["is_target"]
     torch.testing.assert_close(loss.detach(), torch.where(through_m, nll, ce).mean(), rtol=1e-5, atol=1e-6)
     assert int(trainer.selector.created.sum()) == int((~clean[rows]).sum())  # one mixture per flagged face
 

@@ -41,8 +41,6 @@ KNOBS = (
     "allocation",
     "crossfit_folds",
     "prior_weight",
-    "verdict_margin",
-    "kept_as_target",
 )
 Batch = dict[str, torch.Tensor]  # pixel_values, labels, sample_index, is_target
 

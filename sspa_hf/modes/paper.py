@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class PaperMode(FrozenPartitionMode):
     name = "paper"
     help = "Eq. 3-4 select during the first selection_epochs (T_S) epochs, then PAM mixes the flagged samples."
-    reads = frozenset(KNOBS) - {"crossfit_folds", "prior_weight", "verdict_margin", "kept_as_target"}
+    reads = frozenset(KNOBS) - {"crossfit_folds", "prior_weight"}
 
     @classmethod
     def check(cls, args: SSPATrainingArguments) -> None:

@@ -49,17 +49,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         '"Kept" below is that verdict at epoch T_S.'
     )
     reads = frozenset(
-        {
-            "use_selection",
-            "use_pairing",
-            "selection_epochs",
-            "mixup_alpha",
-            "mixup_beta",
-            "allocation",
-            "prior_weight",
-            "verdict_margin",
-            "kept_as_target",
-        }
+        {"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation", "prior_weight"}
     )
 
     @classmethod
@@ -80,9 +70,6 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         if self.judged_at is not None or epoch < self.args.selection_epochs:
             return
         self.judge()
-        if self.args.verdict_margin:  # keep a label only when it wins by more than m
-            score = torch.as_tensor(self.judgement["score"])
-            self.selector.clean = self.selector.is_target | (score > self.args.verdict_margin)
         self.judged_at = epoch
         self._adjust_logits()
         if self.trainer.is_world_process_zero():
@@ -112,8 +99,6 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         pixels, labels, clean = self.paired_inputs(batch)
         outputs = model(pixel_values=pixels)
         through_m = clean & ~batch["is_target"].to(pixels.device)  # kept auxiliary faces, unmixed
-        if self.args.kept_as_target:
-            through_m = torch.zeros_like(through_m)
         per_sample = torch.where(
             through_m, transition_nll(outputs.auxiliary_log_probs, labels), self.cross_entropy(outputs, labels)
         )
