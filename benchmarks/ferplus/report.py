@@ -24,6 +24,7 @@ from sspa_hf.labels import EXPRESSIONS
 from sspa_hf.metrics import selection_quality
 from sspa_hf.run_folder import (
     EVAL_METRICS,
+    SELECTION_TABLE,
     read_eval_metrics,
     read_predictions,
     read_selection_history,
@@ -261,6 +262,8 @@ def main() -> None:
         ]
     for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
         for folder in runs.get(arm, []):
+            if not (folder / SELECTION_TABLE).is_file():  # an evaluation-only folder (withheld.py)
+                continue
             table = read_selection_table(folder)
             parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(table)), ""]
             if "target_standard_label" in table:
