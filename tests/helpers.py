@@ -12,6 +12,7 @@ import csv
 import functools
 import hashlib
 import io
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 # ---- sspa-train runs -------------------------------------------------------------------------------------------
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
 QUICKSTART = str(RECIPES / "quickstart.yaml")
 TINY_FLAGS = [
     "--target_dataset",
@@ -143,30 +145,34 @@ def training_batch(trainer: SSPATrainer, indices: list[int]) -> dict[str, torch.
     return collate_fer([dataset[i] for i in indices])
 
 
-def run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
-    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
+def launch_two_processes(*arguments: str, port_offset: int = 0) -> subprocess.CompletedProcess:
+    """`accelerate launch` with two CPU (gloo) processes and one thread each; ARGUMENTS: a script or `-m module`,
+    then its own arguments. Asserts exit status 0 (stderr's tail as the message)."""
     import os
-    import subprocess
     import sys
 
-    import torch
-
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(here.parent)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(here.parent / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"),
+        str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"),
         "--main_process_port",
-        str(29500 + (os.getpid() + len(flags)) % 1000),
-        str(here / "distributed_run.py"),
-        str(tmp_path),
-        *flags,
+        str(29500 + (os.getpid() + port_offset) % 1000),
+        *arguments,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
+    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
+    import torch
+
+    script = Path(__file__).resolve().parent / "distributed_run.py"
+    result = launch_two_processes(str(script), str(tmp_path), *flags, port_offset=len(flags))
     assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning: the flag is set correctly
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 

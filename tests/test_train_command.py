@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import RECIPES, TINY_FLAGS
+from helpers import RECIPES, TINY_FLAGS, launch_two_processes
 from huggingface_hub import ModelCard
 
 from sspa_hf.commands.train import main
@@ -126,21 +126,12 @@ def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkey
 def test_train_command_on_two_processes_ends_cleanly_with_one_loadable_model(tmp_path):
     """`accelerate launch` of sspa-train on two gloo processes: exit status 0 on every rank (the process group is
     destroyed after the run; gloo's threads left to interpreter exit abort a rank on some runs), one model folder."""
-    import os
-    import subprocess
-    import sys
-
     from transformers import AutoModelForImageClassification
 
     out = tmp_path / "run"
-    config = RECIPES / "accelerate_configs" / "cpu_2proc.yaml"
-    port = str(29500 + (os.getpid() + 7) % 1000)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    command += ["--main_process_port", port, "-m", "sspa_hf.commands.train", str(RECIPES / "quickstart.yaml")]
-    command += [*TINY_FLAGS, "--per_device_train_batch_size", "16", "--output_dir", str(out)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    train = ["-m", "sspa_hf.commands.train", str(RECIPES / "quickstart.yaml"), *TINY_FLAGS]
+    train += ["--per_device_train_batch_size", "16", "--output_dir", str(out)]
+    result = launch_two_processes(*train, port_offset=7)
     assert "terminate called" not in result.stderr and "Traceback" not in result.stderr
     assert json.loads((out / "run_status.json").read_text())["status"] == "complete"
     assert result.stdout.count("model folder") == 1  # the summary comes from the main process only

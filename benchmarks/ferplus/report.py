@@ -260,16 +260,16 @@ def main() -> None:
             interval_table(runs, reference),
             "",
         ]
+    # evaluation-only folders (withheld.py's) have no selection table or history
+    trained = {arm: [f for f in folders if (f / SELECTION_TABLE).is_file()] for arm, folders in runs.items()}
     for arm in ("sspa", "transition", "cleanlab", "ssm", "ssm_dt", "ssm_dt_moe", "ssm_dt_pam"):
-        for folder in runs.get(arm, []):
-            if not (folder / SELECTION_TABLE).is_file():  # an evaluation-only folder (withheld.py)
-                continue
+        for folder in trained.get(arm, []):
             table = read_selection_table(folder)
             parts += [f"### Selection quality: {arm} {folder.name}", markdown(quality_table(table)), ""]
             if "target_standard_label" in table:
                 parts += [f"Relabelling: {relabel_quality(table)}", ""]
-    if "sspa" in runs:
-        first = runs["sspa"][0]
+    if trained.get("sspa"):
+        first = trained["sspa"][0]
         parts += [f"### Selection over the epochs: sspa {first.name}", history_table(first), ""]
         parts += [
             f"### Consistent auxiliary faces the selection dropped: sspa {first.name} (means over experts)",
