@@ -91,3 +91,48 @@ def test_two_processes_learn_one_standard_transition_and_give_one_verdict(tmp_pa
     verdict, labels = states[0]["target_standard_label"], states[0]["labels"]
     assert verdict.shape == labels.shape == (101,) and int(states[0]["world_size"]) == 2
     assert torch.equal(states[0]["clean"], verdict == labels)
+
+
+def test_transition_prior_adds_the_dirichlet_term_on_the_diagonal_of_m(tmp_path):
+    train_set, _ = joint_data(40, 40)
+    plain = make_trainer(tmp_path / "a", train_set, k=1, selection_mode="transition")
+    prior = make_trainer(tmp_path / "b", train_set, k=1, selection_mode="transition", transition_prior=50.0)
+    prior.model.load_state_dict(plain.model.state_dict())
+    with torch.no_grad():
+        for trainer in (plain, prior):
+            trainer.model.standard_transition.copy_(torch.arange(49.0).view(7, 7) / 10)
+    rows = list(range(70, 80))
+    torch.manual_seed(0)
+    plain_loss = plain.compute_loss(plain.model.train(), dict(training_batch(plain, rows)))
+    torch.manual_seed(0)
+    prior_loss = prior.compute_loss(prior.model.train(), dict(training_batch(prior, rows)))
+    log_m = (torch.arange(49.0).view(7, 7) / 10).log_softmax(dim=0)
+    expected = -(50.0 / len(train_set)) * log_m.diagonal().sum()
+    torch.testing.assert_close(prior_loss.detach() - plain_loss.detach(), expected, rtol=1e-4, atol=1e-5)
+    # ... and it pulls M's diagonal up: its gradient on every diagonal logit is negative.
+    (grad,) = torch.autograd.grad(prior.mode.transition_prior_loss(prior.model), prior.model.standard_transition)
+    assert bool((grad.diagonal() < 0).all())
+
+
+def test_balanced_loss_trains_on_shifted_logits_and_leaves_predictions_alone(tmp_path):
+    train_set, _ = joint_data(40, 40)
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="transition", balanced_loss=0.5)
+    with torch.no_grad():
+        trainer.model.standard_transition.copy_(torch.arange(49.0).view(7, 7) / 10)
+    rows = list(range(30, 50))  # 10 target rows, 10 auxiliary rows
+    batch = training_batch(trainer, rows)
+    model = trainer.model.train()
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, dict(batch))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model(pixel_values=batch["pixel_values"])
+    target = np.asarray(train_set["label"])[np.asarray(train_set["is_target"])]
+    shift = 0.5 * torch.log(torch.as_tensor((np.bincount(target, minlength=7) + 1) / (len(target) + 7))).float()
+    shifted = out.expert_logits[:, 0] + shift
+    ce = torch.nn.functional.cross_entropy(shifted, batch["labels"], reduction="none")
+    log_m = trainer.model.standard_transition.log_softmax(0)
+    log_q = torch.logsumexp(shifted.log_softmax(-1).unsqueeze(-2) + log_m, -1)
+    nll = -log_q.gather(1, batch["labels"].view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(loss.detach(), torch.where(batch["is_target"], ce, nll).mean(), rtol=1e-5, atol=1e-6)
+    assert trainer.model.config.logit_adjustment is None  # predictions read the plain logits
