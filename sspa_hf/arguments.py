@@ -120,14 +120,6 @@ class SSPATrainingArguments(TrainingArguments):
             w of the transition_pam mode: from epoch T_S the model predicts with logits + w log pi, pi the target
             faces' class prior (logit adjustment), trading back the tail recall PAM's flat batches bought for
             accuracy (measured frontier: docs/RESULTS.md, "Issue 16").
-        pairing_prior (`float`, defaults to `0`):
-            tau of the transition_pam mode: PAM fills each batch towards the class shares pi^tau instead of flat
-            (0: Eq. 8; 1: the target faces' prior).
-        transition_prior (`float`, defaults to `0`):
-            n0 of the transition modes: a Dirichlet prior on each column of M with n0 extra counts on its diagonal.
-        balanced_loss (`float`, defaults to `0`):
-            tau of the transition mode: balanced softmax (Ren et al. 2020), trains with logits + tau log pi and
-            predicts with the logits.
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
@@ -175,27 +167,6 @@ class SSPATrainingArguments(TrainingArguments):
         metadata={
             "help": "w of selection_mode 'transition_pam': from epoch T_S predictions use logits + w log pi (pi: the "
             "target faces' class prior), trading tail recall back for accuracy (0: none; docs/RESULTS.md)."
-        },
-    )
-    pairing_prior: float = field(
-        default=0.0,
-        metadata={
-            "help": "tau of selection_mode 'transition_pam': from epoch T_S PAM fills each batch towards the class "
-            "shares pi^tau (pi: the target faces' class prior) instead of flat (0: Eq. 8 itself)."
-        },
-    )
-    transition_prior: float = field(
-        default=0.0,
-        metadata={
-            "help": "n0 of the transition modes: a Dirichlet prior on each column of M with n0 extra counts on its "
-            "diagonal, so a class's auxiliary labels cannot be fitted through another column for free (0: none)."
-        },
-    )
-    balanced_loss: float = field(
-        default=0.0,
-        metadata={
-            "help": "tau of selection_mode 'transition': balanced softmax, the losses read logits + tau log pi (pi: "
-            "the target faces' class prior) and predictions the logits, so the head learns a flatter prior (0: none)."
         },
     )
     selection_epochs: int = field(
@@ -264,9 +235,6 @@ class SSPATrainingArguments(TrainingArguments):
             raise ValueError(f"mixup_alpha and mixup_beta must be > 0, got {self.mixup_alpha}, {self.mixup_beta}")
         if self.selection_epochs < 0:
             raise ValueError(f"selection_epochs must be >= 0, got {self.selection_epochs}")
-        for name in ("pairing_prior", "transition_prior", "balanced_loss"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.crossfit_folds < 2:
             raise ValueError(f"crossfit_folds must be >= 2, got {self.crossfit_folds}")
         if self.sync_batch_stats and self.allocation != "exact":

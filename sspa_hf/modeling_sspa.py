@@ -183,8 +183,9 @@ class SSPAForImageClassification(SSPAPreTrainedModel):
         if labels is not None:
             loss = expert_cross_entropy(expert_logits, labels).mean()
         auxiliary_log_probs = None
-        if self.standard_transition is not None:
-            auxiliary_log_probs = through_transition(expert_log_probs, self.standard_transition)
+        if self.standard_transition is not None:  # log P(auxiliary label | x) = log sum_j M[y, j] p_i(j)
+            log_m = self.standard_transition.float().log_softmax(dim=0)
+            auxiliary_log_probs = torch.logsumexp(expert_log_probs.unsqueeze(-2) + log_m, dim=-1)
         output = SSPAOutput(
             loss=loss,
             logits=logits,
@@ -212,13 +213,6 @@ def expert_cross_entropy(
         label_smoothing=label_smoothing,
     )
     return per_expert.view(batch, k).mean(dim=1)
-
-
-def through_transition(expert_log_probs: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
-    """log P(auxiliary label y | x) = log sum_j M[y, j] p_i(j), M the column softmax of `transition` (C, C);
-    (batch, k, C) from the experts' log-probabilities (batch, k, C)."""
-    log_m = transition.float().log_softmax(dim=0)
-    return torch.logsumexp(expert_log_probs.unsqueeze(-2) + log_m, dim=-1)
 
 
 def transition_nll(auxiliary_log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

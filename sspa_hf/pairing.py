@@ -15,14 +15,10 @@ import torch
 ALLOCATIONS = ("exact", "slsqp")
 
 
-def allocate(
-    h: np.ndarray | list[int], n_noisy: int, *, method: str = "exact", shares: np.ndarray | None = None
-) -> np.ndarray:
+def allocate(h: np.ndarray | list[int], n_noisy: int, *, method: str = "exact") -> np.ndarray:
     """Eq. 8: integer s minimising Var(h + s) s.t. 0 <= s_i <= N_N, s_i = 0 where h_i = 0, sum(s) = N_N.
 
     `h` is (C,): the batch's clean samples per class; `n_noisy` its noisy count N_N. Returns s, (C,) int64.
-    `shares` (C,) > 0, ours: fill the batch towards these class shares instead of flat, minimising
-    sum_i (h_i + s_i)^2 / shares_i (equal shares: Eq. 8 itself); exact solver only.
 
     "exact" is integer water-filling: it raises the lowest classes first, and among classes at the same level
     the lower class index gets a unit first. It is optimal because the objective is separable and convex (each
@@ -39,11 +35,6 @@ def allocate(
     eligible = h > 0
     if not eligible.any():
         raise ValueError(f"allocate: no clean sample to pair {n_noisy} noisy samples with (h is all zero)")
-    if shares is not None:
-        shares = np.asarray(shares, dtype=np.float64)
-        if shares.shape != h.shape or np.any(shares <= 0) or method != "exact":
-            raise ValueError(f"allocate: shares must be (C,) > 0 with the exact solver, got {shares.tolist()}")
-        return _weighted_fill(h, n_noisy, eligible, shares)
     if method == "exact":
         return _water_fill(h, n_noisy, eligible)
     if method == "slsqp":
@@ -63,16 +54,6 @@ def _water_fill(h: np.ndarray, n_noisy: int, eligible: np.ndarray) -> np.ndarray
     s = np.where(eligible, np.maximum(level - h, 0), 0)
     at_level = np.flatnonzero(eligible & (h + s == level))
     s[at_level[: n_noisy - int(s.sum())]] += 1  # the remainder, lowest class index first
-    return s
-
-
-def _weighted_fill(h: np.ndarray, n_noisy: int, eligible: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """One unit at a time to the cheapest class: marginal cost (2 (h_i + s_i) + 1) / shares_i grows with s_i, so
-    the greedy choice is optimal for the separable convex objective (ties: lower class index)."""
-    s = np.zeros_like(h)
-    for _ in range(n_noisy):
-        cost = np.where(eligible, (2 * (h + s) + 1) / shares, np.inf)
-        s[int(np.argmin(cost))] += 1
     return s
 
 
@@ -104,7 +85,7 @@ def _slsqp(h: np.ndarray, n_noisy: int, eligible: np.ndarray) -> np.ndarray:
     return s
 
 
-def allocate_across(h: np.ndarray, n_noisy: np.ndarray, *, shares: np.ndarray | None = None) -> np.ndarray:
+def allocate_across(h: np.ndarray, n_noisy: np.ndarray) -> np.ndarray:
     """Eq. 8 on the global batch of P processes, each drawing partners from its own clean samples.
 
     `h` is (P, C): each process's clean histogram; `n_noisy` (P,): its noisy count. Returns s (P, C) with
@@ -117,7 +98,7 @@ def allocate_across(h: np.ndarray, n_noisy: np.ndarray, *, shares: np.ndarray | 
     a class is reachable from a process that still has noisy samples either directly (it has clean samples of
     that class) or by moving another process's unit to a different class along an alternating path. This is
     optimal, and when the unconstrained `allocate` of the summed histogram can be split over the processes it
-    reaches the same variance. `shares` as in `allocate`.
+    reaches the same variance.
     """
     h, n_noisy = np.asarray(h, dtype=np.int64), np.asarray(n_noisy, dtype=np.int64)
     if h.ndim != 2 or n_noisy.shape != (h.shape[0],) or np.any(h < 0) or np.any(n_noisy < 0):
@@ -126,7 +107,6 @@ def allocate_across(h: np.ndarray, n_noisy: np.ndarray, *, shares: np.ndarray | 
     supply = np.where(h.sum(axis=1) > 0, n_noisy, 0)
     s = np.zeros_like(h)
     level = h.sum(axis=0)
-    weight = np.ones(h.shape[1]) if shares is None else np.asarray(shares, dtype=np.float64)
     for _ in range(int(supply.sum())):
         # Breadth-first search: reached[c] = the process a unit of class c would come from; via[q] = the class
         # process q gives one unit up from to make room.
@@ -147,7 +127,7 @@ def allocate_across(h: np.ndarray, n_noisy: np.ndarray, *, shares: np.ndarray | 
                         seen.add(int(q))
                         via[int(q)] = c
                         queue.append(int(q))
-        c = min(reached, key=lambda i: ((2 * level[i] + 1) / weight[i], i))  # the cheapest unit (Eq. 8's cost)
+        c = min(reached, key=lambda i: (level[i], i))  # the cheapest unit: Eq. 8's marginal cost grows with level
         level[c] += 1
         while True:  # shift one unit along the path back to a process with noisy samples left
             p = reached[c]
@@ -180,7 +160,6 @@ def pair_and_mix(
     beta: float = 1.0,
     num_classes: int = 7,
     method: str = "exact",
-    shares: np.ndarray | None = None,
     allocation: np.ndarray | None = None,
 ) -> PairedBatch:
     """Algorithm 2: replace each noisy x_N by lambda * x_S + (1 - lambda) * x_N with label y_S (Eq. 5-7).
@@ -190,7 +169,7 @@ def pair_and_mix(
     Partners are drawn with replacement, s_i of them from the clean samples of class i (Eq. 8), and paired with
     the noisy samples at random. A batch without noisy samples is returned unchanged; one without clean samples
     has nothing to pair with, so its loss weight is all zero. `allocation` is s decided elsewhere (this process's
-    row of `allocate_across`); by default Eq. 8 is solved on this batch alone (towards `shares`, see `allocate`).
+    row of `allocate_across`); by default Eq. 8 is solved on this batch alone.
     """
     clean_np = clean.detach().cpu().numpy().astype(bool)
     labels_np = labels.detach().cpu().numpy()
@@ -200,7 +179,7 @@ def pair_and_mix(
         return PairedBatch(pixel_values, labels, clean.to(pixel_values.dtype), created)
     h = np.bincount(labels_np[clean_idx], minlength=num_classes)
     if allocation is None:
-        s = allocate(h, len(noisy_idx), method=method, shares=shares)
+        s = allocate(h, len(noisy_idx), method=method)
     else:
         s = np.asarray(allocation, dtype=np.int64)
         if s.sum() != len(noisy_idx) or np.any(s[h == 0] != 0):
@@ -228,14 +207,12 @@ class PairedMixup:
 
     `alpha`, `beta`: lambda ~ Beta(alpha, beta) (Eq. 5); `method`: the Eq. 8 solver. The generator (and, with
     several processes, this process's share of a global allocation) come with each call: they depend on the step.
-    `shares`: the class shares batches are filled towards (None: flat, Eq. 8).
     """
 
     num_classes: int
     alpha: float = 5.0
     beta: float = 1.0
     method: str = "exact"
-    shares: tuple[float, ...] | None = None
 
     def __call__(
         self,
@@ -255,6 +232,5 @@ class PairedMixup:
             beta=self.beta,
             num_classes=self.num_classes,
             method=self.method,
-            shares=None if self.shares is None else np.asarray(self.shares),
             allocation=allocation,
         )

@@ -142,24 +142,3 @@ def test_training_resumes_after_t_s_with_the_verdict_it_froze(tmp_path, monkeypa
     broken = make_trainer(tmp_path, train_set, k=1, **common)
     with pytest.raises(UserInputError, match=VERDICT_STATE):
         broken.mode.load(str(second))
-
-
-def test_pairing_prior_fills_batches_towards_the_target_prior_not_flat(tmp_path, monkeypatch):
-    train_set, _ = joint_data(60, 60)
-    trainer = make_trainer(
-        tmp_path, train_set, k=1, selection_mode="transition_pam", selection_epochs=1, pairing_prior=0.5
-    )
-    _judging_everything_class_1(trainer, monkeypatch)
-    assert trainer.mode.mixup.shares is None  # before T_S: nothing to pair
-    trainer.mode.begin_epoch(1)
-    target = np.asarray(train_set["label"])[np.asarray(train_set["is_target"])]
-    pi = (np.bincount(target, minlength=7) + 1) / (len(target) + 7)
-    np.testing.assert_allclose(trainer.mode.mixup.shares, np.sqrt(pi) / np.sqrt(pi).sum(), rtol=1e-6)
-    # A batch with one clean face of each class and 6 noisy ones: flat PAM gives every class ~1, towards
-    # pi^0.5 the frequent classes get more mixtures than the rarest one.
-    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6] + [0] * 6)
-    clean = torch.tensor([True] * 7 + [False] * 6)
-    paired = trainer.mode.mixup(torch.zeros(13, 3, 4, 4), labels, clean, rng=np.random.default_rng(0))
-    rarest, commonest = int(np.argmin(pi)), int(np.argmax(pi))
-    assert paired.created[commonest] > paired.created[rarest]
-    assert int(paired.created.sum()) == 6

@@ -41,9 +41,6 @@ KNOBS = (
     "allocation",
     "crossfit_folds",
     "prior_weight",
-    "pairing_prior",
-    "transition_prior",
-    "balanced_loss",
 )
 Batch = dict[str, torch.Tensor]  # pixel_values, labels, sample_index, is_target
 
@@ -185,8 +182,7 @@ class FrozenPartitionMode(SelectionMode):
         counts[0, :classes] = torch.bincount(labels[clean], minlength=classes)
         counts[0, classes] = int((~clean).sum())
         counts = accelerator.gather(counts).cpu().numpy()  # (processes, C + 1), in rank order
-        shares = self.mixup.shares
-        return allocate_across(counts[:, :classes], counts[:, classes], shares=shares)[self.args.process_index]
+        return allocate_across(counts[:, :classes], counts[:, classes])[self.args.process_index]
 
     def _record_pairs(self, created: np.ndarray, device: torch.device) -> None:
         counts = torch.as_tensor(created, device=device)

@@ -6,22 +6,16 @@ enters the loss directly, an auxiliary label as -log sum_j M[y, j] p(j | x) (doc
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..modeling_sspa import expert_cross_entropy, through_transition, transition_nll
+from ..modeling_sspa import transition_nll
 from .base import Batch, SelectionMode
 
 if TYPE_CHECKING:
     from ..trainer import SSPATrainer
-
-
-def class_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """log pi, (C,): the class frequencies of `labels` (N,) with one extra count per class (no log 0)."""
-    return np.log((np.bincount(labels, minlength=num_classes) + 1) / (len(labels) + num_classes))
 
 
 class TransitionMode(SelectionMode):
@@ -38,7 +32,7 @@ class TransitionMode(SelectionMode):
     )
     model_options = {"standard_transition": True}
     needs_selection = True
-    reads = frozenset({"use_selection", "transition_prior", "balanced_loss"})
+    reads = frozenset({"use_selection"})
 
     def __init__(self, trainer: SSPATrainer) -> None:
         super().__init__(trainer)
@@ -50,31 +44,12 @@ class TransitionMode(SelectionMode):
     def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
         outputs = model(pixel_values=batch["pixel_values"])
         labels = batch["labels"]
-        target_ce = self.cross_entropy(outputs, labels)
-        auxiliary_nll = transition_nll(outputs.auxiliary_log_probs, labels)
-        if self.args.balanced_loss:  # balanced softmax: train p(j | x) pi_j^tau, predict with p(j | x)
-            logits = outputs.expert_logits.float() + self._balance.to(labels.device)
-            target_ce = expert_cross_entropy(logits, labels, self.args.label_smoothing_factor)
-            transition = self.trainer.accelerator.unwrap_model(model).standard_transition
-            auxiliary_nll = transition_nll(through_transition(logits.log_softmax(dim=-1), transition), labels)
-        per_sample = torch.where(batch["is_target"].to(labels.device), target_ce, auxiliary_nll)
-        return per_sample + self.transition_prior_loss(model), outputs
-
-    @functools.cached_property
-    def _balance(self) -> torch.Tensor:
-        """tau log pi, (C,): pi the target faces' class prior (counts + 1); `balanced_loss` tau."""
-        log_prior = class_log_prior(self.selector.labels.numpy()[self.selector.is_target.numpy()], self.num_classes)
-        return torch.as_tensor(self.args.balanced_loss * log_prior, dtype=torch.float32)
-
-    def transition_prior_loss(self, model: torch.nn.Module) -> torch.Tensor:
-        """A Dirichlet prior on each column of M with n0 extra counts on its diagonal (`transition_prior`), as a
-        per-sample share of the MAP objective: (n0 / N) sum_j -log M[j, j]. Ours: so that an auxiliary label of
-        a class cannot be fitted through another class's column for free. 0 (default): no prior, a zero."""
-        n0 = self.args.transition_prior
-        if not n0:
-            return torch.zeros((), device=self.trainer.args.device)
-        log_m = self.trainer.accelerator.unwrap_model(model).standard_transition.float().log_softmax(dim=0)
-        return -(n0 / len(self.selector)) * log_m.diagonal().sum()
+        per_sample = torch.where(
+            batch["is_target"].to(labels.device),
+            self.cross_entropy(outputs, labels),
+            transition_nll(outputs.auxiliary_log_probs, labels),
+        )
+        return per_sample, outputs
 
     def finish(self) -> None:
         """After training, the model's verdict becomes `selector.clean`, so the selection statistics report it."""

@@ -10,7 +10,6 @@ teach the head a flatter prior than the target's; with `prior_weight` w > 0 it p
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +21,16 @@ from ..errors import UserInputError
 from ..modeling_sspa import transition_nll
 from ..run_folder import VERDICT_STATE
 from .base import Batch, FrozenPartitionMode
-from .transition import TransitionMode, class_log_prior
+from .transition import TransitionMode
 
 if TYPE_CHECKING:
     from ..arguments import SSPATrainingArguments
     from ..trainer import SSPATrainer
+
+
+def class_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """log pi, (C,): the class frequencies of `labels` (N,) with one extra count per class (no log 0)."""
+    return np.log((np.bincount(labels, minlength=num_classes) + 1) / (len(labels) + num_classes))
 
 
 class TransitionPamMode(TransitionMode, FrozenPartitionMode):
@@ -45,17 +49,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         '"Kept" below is that verdict at epoch T_S.'
     )
     reads = frozenset(
-        {
-            "use_selection",
-            "use_pairing",
-            "selection_epochs",
-            "mixup_alpha",
-            "mixup_beta",
-            "allocation",
-            "prior_weight",
-            "pairing_prior",
-            "transition_prior",
-        }
+        {"use_selection", "use_pairing", "selection_epochs", "mixup_alpha", "mixup_beta", "allocation", "prior_weight"}
     )
 
     @classmethod
@@ -77,27 +71,22 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
             return
         self.judge()
         self.judged_at = epoch
-        self._use_prior()
+        self._adjust_logits()
         if self.trainer.is_world_process_zero():
             flagged = int((~self.selector.clean).sum())
             aux = int((~self.selector.is_target).sum())
             say(f"epoch {epoch}: the transition verdict flags {flagged} of {aux} auxiliary labels; PAM mixes them")
 
-    def _use_prior(self) -> None:
-        """From T_S on, pi (the target faces' class prior, counts + 1) enters twice, each with its own weight.
+    def _adjust_logits(self) -> None:
+        """Predictions from now on: logits + w log pi, pi the target faces' class prior (counts + 1).
 
-        Predictions: logits + w log pi (`prior_weight`). PAM's batches are flat, so the head learns a flatter prior
-        than the target's; w = 1 would give it back in full (the Bayes correction from a uniform prior), w = 0
-        keeps the flat one. Losses read the experts' logits, so training is unchanged; `config.logit_adjustment`
-        goes with the saved model to `pipeline` and ONNX. Batches: PAM fills them towards shares pi^tau
-        (`pairing_prior` tau; 0: flat, Eq. 8), which changes what is trained.
+        PAM's batches are flat, so the head learns a flatter prior than the target's; w = 1 would give it back in
+        full (the Bayes correction from a uniform prior), w = 0 keeps the flat one. Losses read the experts' logits,
+        so training is unchanged; `config.logit_adjustment` goes with the saved model to `pipeline` and ONNX.
         """
         log_prior = class_log_prior(self.selector.labels.numpy()[self.selector.is_target.numpy()], self.num_classes)
         config = self.trainer.accelerator.unwrap_model(self.trainer.model).config
         config.logit_adjustment = (self.args.prior_weight * log_prior).tolist() if self.args.prior_weight else None
-        if self.args.pairing_prior:
-            shares = np.exp(self.args.pairing_prior * log_prior)
-            self.mixup = dataclasses.replace(self.mixup, shares=tuple((shares / shares.sum()).tolist()))
 
     def loss_weight(self, sample_index: torch.Tensor) -> torch.Tensor:
         if self.judged_at is None:
@@ -113,7 +102,7 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
         per_sample = torch.where(
             through_m, transition_nll(outputs.auxiliary_log_probs, labels), self.cross_entropy(outputs, labels)
         )
-        return per_sample + self.transition_prior_loss(model), outputs
+        return per_sample, outputs
 
     def finish(self) -> None:
         """The partition trained on stays (the epoch-T_S verdict); a run that never reached T_S is judged now."""
@@ -140,4 +129,4 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
             self.judgement = load_file(str(path))
             with safe_open(str(path), "np") as f:
                 self.judged_at = int(f.metadata()["judged_at"])
-            self._use_prior()
+            self._adjust_logits()
