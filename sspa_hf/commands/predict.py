@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--annotate",
         default=None,
         metavar="OUT_DIR",
-        help="with --detect_faces: write each image (or video) with boxes and labels drawn into OUT_DIR",
+        help="with --detect_faces: write each image (PNG) or video (H.264 .mp4, or VP8 .webm where OpenCV has no "
+        "H.264 encoder, as said then) with boxes and labels drawn into OUT_DIR",
     )
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: classify every N-th frame (default: 1)"
