@@ -315,3 +315,41 @@ def test_labels_are_filled_boxes_scaled_to_the_face_over_a_dark_background():
     large_height, large_ink = _label_band(drawn, large)
     assert 12 <= small_height < large_height  # readable when small, larger on a larger face
     assert 0.05 < small_ink < 0.6 and 0.05 < large_ink < 0.6  # dark text on the filled box, not bare text
+
+
+def test_a_run_killed_between_its_final_model_and_processor_files_is_finished_as_the_refusal_says(
+    tmp_path, capsys, monkeypatch
+):
+    """A real run stopped inside its final save (after the weights, before the image processor: Trainer._save's
+    order) is refused by name; the resume the refusal gives finishes it, and the model then predicts."""
+    from helpers import QUICKSTART
+    from helpers import TINY_FLAGS as TINY_RUN
+
+    from sspa_hf.commands.train import main as train
+    from sspa_hf.processing import ViTImageProcessorPil
+
+    run = tmp_path / "run"
+    save = ViTImageProcessorPil.save_pretrained
+
+    def killed_in_the_final_save(self, save_directory, *args, **kwargs):
+        if Path(save_directory) == run:
+            raise KeyboardInterrupt("terminated by SIGTERM")
+        return save(self, save_directory, *args, **kwargs)
+
+    monkeypatch.setattr(ViTImageProcessorPil, "save_pretrained", killed_in_the_final_save)
+    flags = [QUICKSTART, *TINY_RUN, "--output_dir", str(run), "--save_strategy", "epoch"]
+    assert train(flags) != 0
+    assert (run / "model.safetensors").is_file() and not (run / "preprocessor_config.json").exists()
+    face = tmp_path / "face.png"
+    Image.new("RGB", (48, 48), (120, 90, 80)).save(face)
+    capsys.readouterr()
+    assert predict_command.main([str(run), str(face)]) == 2
+    line = _one_line(capsys, "sspa-predict")
+    assert f"{run} is an unfinished training run (run_status.json: interrupted; preprocessor_config.json missing)" in (
+        line
+    )
+    resume = f"sspa-train {run / 'recipe.yaml'} --resume_from_checkpoint true"
+    assert resume in line and f"{run / 'checkpoint-'}" in line
+    monkeypatch.undo()
+    assert train([str(run / "recipe.yaml"), "--resume_from_checkpoint", "true"]) == 0
+    assert predict_command.main([str(run), str(face)]) == 0
