@@ -115,6 +115,23 @@ def test_a_run_still_training_is_named_as_such(setup, tmp_path, capsys):
     assert "unfinished training run (run_status.json: running;" in line and "wait for it to end" in line
 
 
+def test_a_run_without_a_complete_checkpoint_says_to_train_again_and_a_bare_folder_says_what_it_lacks(
+    setup, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    _killed_during_final_save(setup, run, {"status": "interrupted"})
+    shutil.rmtree(run / "checkpoint-4")
+    assert predict_command.main([str(run), str(setup["faces"])]) == 2
+    line = _one_line(capsys, "sspa-predict")
+    again = f"sspa-train {run / 'recipe.yaml'} --overwrite_output_dir true"
+    assert f"with no complete checkpoint: train it again with `{again}`" in line
+    bare = tmp_path / "bare"
+    shutil.copytree(setup["model"], bare)
+    (bare / "preprocessor_config.json").unlink()
+    assert predict_command.main([str(bare), str(setup["faces"])]) == 2
+    assert f"model folder {bare}: preprocessor_config.json missing; copy it again" in _one_line(capsys, "sspa-predict")
+
+
 def test_the_complete_model_of_a_run_stopped_after_its_final_save_is_used_with_a_warning(setup, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(setup["model"], run)

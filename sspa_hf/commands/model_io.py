@@ -108,8 +108,8 @@ def check_model_folder(name: str, prog: str) -> None:
         return
     if status is None and not checkpoints_newest_first(folder):
         raise UserInputError(
-            f"model folder {name}: {problem}: not a complete saved model (save_pretrained writes config.json and "
-            "model.safetensors, the image processor's save_pretrained preprocessor_config.json)"
+            f"model folder {name}: {problem}; copy it again, or save it again with the model's and the image "
+            "processor's save_pretrained"
         )
     raise UserInputError(_unfinished_run(name, folder, state, status or {}, problem))
 
@@ -120,11 +120,11 @@ def _unfinished_run(name: str, folder: Path, state: str | None, status: dict[str
     beat = status.get("heartbeat_unix")
     if state == "running" and isinstance(beat, (int, float)) and time.time() - beat < LIVE_HEARTBEAT_S:
         return f"{what}: its training is still going (heartbeat {time.time() - beat:.0f} s ago); wait for it to end"
-    checkpoint = next((c for c in checkpoints_newest_first(folder) if model_files_problem(c) is None), None)
-    if checkpoint is None:
-        return f"{what} and holds no complete checkpoint: train it again (sspa-train ... --overwrite_output_dir true)"
     recipe = folder / RECIPE
     again = f"sspa-train {recipe}" if recipe.is_file() else f"sspa-train RECIPE --output_dir {name}"
+    checkpoint = next((c for c in checkpoints_newest_first(folder) if model_files_problem(c) is None), None)
+    if checkpoint is None:
+        return f"{what} with no complete checkpoint: train it again with `{again} --overwrite_output_dir true`"
     return (
         f"{what}: finish it with `{again} --resume_from_checkpoint true`, or give its last checkpoint "
         f"{checkpoint} as the model"
