@@ -278,6 +278,7 @@ def predict_faces(
     writer: RowWriter,
     every: int = 1,
     annotate_dir: Path | None = None,
+    notes: SizeNotes | None = None,
 ) -> list[FaceRow]:
     """One row per face (or per image/frame without one) of every image and video, written as each is done;
     annotated copies if asked. An unreadable image or video is a row with its error; returns the error rows."""
@@ -292,7 +293,7 @@ def predict_faces(
             failed += _predict_video(classifier, path, preparation, top_k, every, annotate_dir, writer)
             continue
         try:
-            image = to_rgb(read_image(path))
+            image = to_rgb(read_image(path, notes))
         except BadImageError as exc:
             failed.append(FaceRow(str(path), None, None, None, error=exc.reason))
             writer.write(failed[-1:])
@@ -394,11 +395,11 @@ def run(args: argparse.Namespace) -> int:
     if args.detect_faces:
         preparation = preparation_of(model.config, args.detector)
         get_detector(preparation["detector"])  # a missing detector package fails here, before any image is read
-    notes = SizeNotes(int(model.config.image_size))
+    notes = SizeNotes(0 if args.detect_faces else int(model.config.image_size))  # faces: no tiny-image note
     writer = RowWriter(output, top_k, faces=args.detect_faces)
     try:
         if args.detect_faces:
-            failed = predict_faces(classifier, paths, preparation, top_k, writer, args.every, annotate_dir)
+            failed = predict_faces(classifier, paths, preparation, top_k, writer, args.every, annotate_dir, notes)
         else:
             failed = predict_images(classifier, paths, top_k, args.batch_size, writer, notes)
     except BaseException as exc:
