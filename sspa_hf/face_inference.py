@@ -8,12 +8,17 @@ its crops as JPEG quality 95, inference keeps the decoded pixels).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .data.faces import DEFAULT_DETECTOR, DETECTION_MARGIN, Box, check_detector, get_detector
 from .data.prepare import ALIGNED_SIZE, crop_detected, fit_size
@@ -32,13 +37,23 @@ DEFAULT_PREPARATION: dict[str, Any] = {
 
 @dataclass
 class FaceRow:
-    """One result row: the image (and video frame), the face index (None: no face found), its box and top-k."""
+    """One result row: the image (and video frame), the face index (None: no face found), its box and top-k, or
+    why the image could not be read (`error`; then no face and no predictions)."""
 
     image: str
     frame: int | None
     face: int | None
     box: tuple[int, int, int, int] | None
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+#: How the training faces of each recorded `faces` kind were made, for the --detect_faces notice.
+_NOT_DETECTED = {
+    "given": "came as face crops (the data set's images, used as they are)",
+    "cropped_to_box": "were cut with the data set's own face boxes",
+    "aligned_on_landmarks": "were aligned on the data set's own landmarks",
+}
 
 
 def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
@@ -50,12 +65,15 @@ def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
     recorded = getattr(config, "face_preparation", None) or {}
     preparation = {**DEFAULT_PREPARATION, **recorded}
     if preparation["faces"] != "detected":
-        known = "record no face preparation" if preparation["faces"] == "unknown" else "were not detected"
+        how = _NOT_DETECTED.get(preparation["faces"])
         logger.warning(
-            "the model's training faces %s (%s): --detect_faces crops with %s and widening %.2f, which may "
-            "differ from them",
-            known,
-            preparation["faces"].replace("_", " "),
+            "--detect_faces: %s; here each face is found with the %s detector and cut with its box widened %.2fx, "
+            "so it may be framed differently (looser, tighter, not aligned) from the faces the model learned on, "
+            "and the predictions may be less accurate. If your images are already face crops, leave out "
+            "--detect_faces; otherwise check a few results with --annotate",
+            f"this model's training faces {how}, not found by a face detector"
+            if how
+            else "this model does not record how its training faces were made (saved by an older version)",
             detector or DEFAULT_PREPARATION["detector"],
             DEFAULT_PREPARATION["box_widening"],
         )
@@ -107,19 +125,47 @@ def classify_frame(
     return rows
 
 
+BOX_COLOUR = (0, 200, 0)  # the box and the label's background; the label text is black on it
+NO_FACE_COLOUR = (200, 30, 30)  # the "no face" / error label's background; its text is white
+
+
+@functools.lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's own font at `size` px (Pillow >= 10.1 with FreeType; else its fixed bitmap font)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def _label(draw: ImageDraw.ImageDraw, anchor: tuple[int, int], text: str, size: int, fill: tuple, ink: tuple) -> None:
+    """`text` on a filled box whose bottom-left corner is `anchor` (moved down and left to stay in the image)."""
+    font = _font(size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, size // 6)
+    width, height = right - left + 2 * pad, bottom - top + 2 * pad
+    image_w, _ = draw.im.size
+    x = max(0, min(anchor[0], image_w - width))
+    y = max(0, anchor[1] - height)
+    draw.rectangle((x, y, x + width, y + height), fill=fill)
+    draw.text((x + pad - left, y + pad - top), text, font=font, fill=ink)
+
+
 def annotate(image: Image.Image, rows: Sequence[FaceRow]) -> Image.Image:
-    """A copy of `image` with each face's box and its top label and score drawn (or "no face")."""
+    """A copy of `image` with each face's box and its top label and score on a filled label, sized to the face and
+    readable over any background (or a "no face" label)."""
     drawn = image.convert("RGB")
     draw = ImageDraw.Draw(drawn)
-    width = max(2, round(max(image.size) / 200))
     for row in rows:
         if row.box is None:
-            draw.text((4, 4), "no face", fill=(255, 64, 64))
+            size = max(12, round(min(drawn.size) / 30))
+            _label(draw, (0, 0), "no face", size, NO_FACE_COLOUR, (255, 255, 255))
             continue
         x, y, w, h = row.box
-        draw.rectangle((x, y, x + w, y + h), outline=(0, 255, 0), width=width)
+        draw.rectangle((x, y, x + w, y + h), outline=BOX_COLOUR, width=max(2, round(min(w, h) / 50)))
         best = row.predictions[0]
-        draw.text((x + 2, max(0, y - 12)), f"{row.face}: {best['label']} {best['score']:.2f}", fill=(0, 255, 0))
+        size = min(64, max(12, round(w / 8)))  # about the face's width for a typical label; never below 12 px
+        _label(draw, (x, y), f"{row.face}: {best['label']} {best['score']:.2f}", size, BOX_COLOUR, (0, 0, 0))
     return drawn
 
 
@@ -157,22 +203,65 @@ def frame_count(path: str) -> int:
         capture.release()
 
 
-class VideoWriter:
-    """An annotated video written frame by frame (mp4v), opened on the first frame's size."""
+#: (fourcc, file suffix, codec name) in order of preference: H.264 plays everywhere but needs an OpenCV build with an
+#: H.264 encoder (the opencv-python wheels have none); VP8 in WebM plays in web browsers and is in those wheels
+#: (VP9 too, about 5x slower to encode); mp4v, the last resort, does not play in browsers.
+VIDEO_CODECS = (("avc1", ".mp4", "H.264"), ("VP80", ".webm", "VP8"), ("mp4v", ".mp4", "MPEG-4 part 2 (mp4v)"))
 
-    def __init__(self, path: str, fps: float) -> None:
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (FFmpeg's and OpenCV's C-level messages while encoders are tried)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class VideoWriter:
+    """An annotated video written frame by frame, opened on the first frame's size with the first codec of
+    VIDEO_CODECS this OpenCV build can write; `path` and `codec` say which, `note` why when it is not H.264."""
+
+    def __init__(self, stem: Path, fps: float) -> None:
         from .data.faces import require_cv2
 
         self._cv2 = require_cv2()
-        self._path, self._fps, self._writer = path, fps, None
+        self._stem, self._fps, self._writer = stem, fps, None
+        self.path: Path | None = None
+        self.codec = ""
+
+    def _open(self, size: tuple[int, int]) -> None:
+        cv2 = self._cv2
+        for fourcc, suffix, codec in VIDEO_CODECS:
+            path = self._stem.with_name(self._stem.name + suffix)
+            with _quiet_stderr():
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self._fps, size)
+            if writer.isOpened():
+                self._writer, self.path, self.codec = writer, path, codec
+                return
+            writer.release()
+            path.unlink(missing_ok=True)
+        raise OSError(f"OpenCV cannot write a video here (tried {', '.join(c for _, _, c in VIDEO_CODECS)})")
+
+    @property
+    def note(self) -> str | None:
+        """Why the video is not H.264 (None when it is)."""
+        if self.codec in ("", "H.264"):
+            return None
+        plays = "web browsers play it" if self.codec == "VP8" else "web browsers do not play it"
+        return f"{self.path} is {self.codec}, not H.264: this OpenCV build has no H.264 encoder ({plays})"
 
     def write(self, image: Image.Image) -> None:
         import numpy as np
 
-        cv2 = self._cv2
         if self._writer is None:
-            self._writer = cv2.VideoWriter(self._path, cv2.VideoWriter_fourcc(*"mp4v"), self._fps, image.size)
-        self._writer.write(cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR))
+            self._open(image.size)
+        self._writer.write(self._cv2.cvtColor(np.asarray(image.convert("RGB")), self._cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -20,6 +20,7 @@ from ..metrics import format_summary
 from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, EVAL_PREDICTIONS, write_evaluation_report, write_predictions
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
+from .output_paths import check_output_folder
 
 PROG = "sspa-eval"
 
@@ -160,19 +161,21 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         raise UserInputError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.num_workers < 0:
         raise UserInputError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if args.output_dir:
+        output_dir = Path(args.output_dir).expanduser()
+        check_output_folder(output_dir, "--output_dir")
+    else:
+        output_dir = default_output_dir(args.model, args.dataset, args.split)
+        check_not_another_dataset(output_dir, args.dataset, args.split)
+        check_output_folder(output_dir, "the output folder", "choose one with --output_dir")
     device = resolve_device(args.device)
-    model, processor = load_model(args.model, args.trust_remote_code)
+    model, processor = load_model(args.model, args.trust_remote_code, PROG)
     data = load_split(args.dataset, args.split)
     class_names = list(data.features["label"].names)
     mapping = label_mapping(dict(model.config.id2label), class_names)
     y_true, logits = predict_split(model, processor, data, args.batch_size, args.num_workers, device)
     in_dataset_order = np.empty_like(logits)
     in_dataset_order[:, mapping] = logits
-    if args.output_dir:
-        output_dir = Path(args.output_dir)
-    else:
-        output_dir = default_output_dir(args.model, args.dataset, args.split)
-        check_not_another_dataset(output_dir, args.dataset, args.split)
     title = f"{args.model} on {args.dataset} [{args.split}]"
     record = write_evaluation_report(
         output_dir,

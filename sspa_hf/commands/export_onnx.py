@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import UserInputError
 from . import run_command, snake_case_flags
 from .model_io import load_model
+from .output_paths import check_output_file
 
 PROG = "sspa-export-onnx"
 
@@ -35,16 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, export, optionally check parity, say what was written."""
-    output = Path(args.output)
+    output = Path(args.output).expanduser()
     if output.suffix.lower() != ".onnx":
         raise UserInputError(f"{args.output}: the output file name must end with .onnx")
+    check_output_file(output, "OUT.onnx")
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise UserInputError("ONNX export needs the onnx package: pip install 'sspa-hf[onnx]'") from None
     from ..onnx_export import export_onnx, parity
 
-    model, _ = load_model(args.model, args.trust_remote_code)
+    model, _ = load_model(args.model, args.trust_remote_code, PROG)
     export_onnx(model, output)
     side = model.config.image_size
     print(f"{PROG}: wrote {output} (pixel_values (batch, 3, {side}, {side}) -> logits)")

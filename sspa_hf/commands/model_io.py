@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import checkpoints_newest_first
+from ..checkpoints import _safetensors_problem, _torch_file_problem, checkpoints_newest_first
 from ..errors import UserInputError, first_line
+from ..run_folder import RECIPE, RUN_STATUS
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+PROCESSOR_CONFIG = "preprocessor_config.json"
+LIVE_HEARTBEAT_S = 300.0  # a "running" run_status.json whose heartbeat (every 30 s) is newer is a live run
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +50,7 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_model(name: str, trust_remote_code: bool = False, prog: str = "sspa-hf") -> tuple[Any, Any]:
     """The model (eval mode) and its saved image processor; a bad folder or id is a one-line user error.
 
     By default the model is built by this package's classes (registered with the Auto classes). With
@@ -54,7 +62,7 @@ def load_model(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
     from ..hub import check_model_reference
 
     check_model_reference(name, "model")  # a local folder first; a Hub id only when the Hub can be reached
-    check_finished_run(name)
+    check_model_folder(name, prog)
     try:
         model_class = _remote_model_class(name) if trust_remote_code else None
         if model_class is not None:
@@ -80,14 +88,75 @@ def _remote_model_class(name: str) -> Any:
     return get_class_from_dynamic_module(reference, name) if reference else None
 
 
-def check_finished_run(name: str) -> None:
-    """A run folder without a saved model (killed before the end) is a one-line error naming its last checkpoint."""
+def check_model_folder(name: str, prog: str) -> None:
+    """Refuse, in one line, a local model folder that cannot load: a missing or torn file, or an unfinished training
+    run (killed before or during its final save), named as such with the way to finish it. A run whose model files
+    are complete although its run_status.json does not say complete is used, with a warning line."""
     folder = Path(name).expanduser()
-    if not folder.is_dir() or (folder / "config.json").is_file():
+    if not folder.is_dir():
         return
-    checkpoints = checkpoints_newest_first(folder)
-    if checkpoints:
-        last = checkpoints[0]
+    problem = model_files_problem(folder)
+    status = _run_status(folder)
+    state = status.get("status") if status else None
+    if problem is None:
+        if state not in (None, "complete"):
+            print(
+                f"{prog}: warning: {name} is a training run that did not finish ({RUN_STATUS}: {state}); "
+                "its saved model files are complete and are used",
+                file=sys.stderr,
+            )
+        return
+    if status is None and not checkpoints_newest_first(folder):
         raise UserInputError(
-            f"{name} holds no saved model: the run did not finish; its last checkpoint {last} can be given as the model"
+            f"model folder {name}: {problem}; copy it again, or save it again with the model's and the image "
+            "processor's save_pretrained"
         )
+    raise UserInputError(_unfinished_run(name, folder, state, status or {}, problem))
+
+
+def _unfinished_run(name: str, folder: Path, state: str | None, status: dict[str, Any], problem: str) -> str:
+    """The one line naming an unfinished training run and how to finish it (or which checkpoint to give)."""
+    what = f"{name} is an unfinished training run ({RUN_STATUS}: {state or 'missing'}; {problem})"
+    beat = status.get("heartbeat_unix")
+    if state == "running" and isinstance(beat, (int, float)) and time.time() - beat < LIVE_HEARTBEAT_S:
+        return f"{what}: its training is still going (heartbeat {time.time() - beat:.0f} s ago); wait for it to end"
+    recipe = folder / RECIPE
+    again = f"sspa-train {recipe}" if recipe.is_file() else f"sspa-train RECIPE --output_dir {name}"
+    checkpoint = next((c for c in checkpoints_newest_first(folder) if model_files_problem(c) is None), None)
+    if checkpoint is None:
+        return f"{what} with no complete checkpoint: train it again with `{again} --overwrite_output_dir true`"
+    return (
+        f"{what}: finish it with `{again} --resume_from_checkpoint true`, or give its last checkpoint "
+        f"{checkpoint} as the model"
+    )
+
+
+def model_files_problem(folder: Path) -> str | None:
+    """What keeps `folder` from loading as a model and image processor (None if nothing): files missing or torn."""
+    names = {p.name for p in folder.iterdir()}
+    weights = [name for name in WEIGHTS if name in names]
+    missing = [name for name in ("config.json",) if name not in names]
+    missing += [] if weights else ["model.safetensors"]
+    missing += [] if PROCESSOR_CONFIG in names else [PROCESSOR_CONFIG]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    for json_name in ("config.json", PROCESSOR_CONFIG, *(w for w in weights if w.endswith(".json"))):
+        try:
+            json.loads((folder / json_name).read_text())
+        except (OSError, ValueError):
+            return f"{json_name} is truncated or corrupt"
+    for path in sorted(folder.glob("*.safetensors")):
+        if problem := _safetensors_problem(path):
+            return problem
+    if "pytorch_model.bin" in weights:
+        return _torch_file_problem(folder / "pytorch_model.bin")
+    return None
+
+
+def _run_status(folder: Path) -> dict[str, Any] | None:
+    """The folder's run_status.json as a dict (None when absent or unreadable)."""
+    try:
+        record = json.loads((folder / RUN_STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -7,14 +7,16 @@ sspa-predict runs/rafdb faces/ 'more/*.png' --top_k 2 --output preds.csv
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import io
-import json
+import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
 from ..data.images import BadImageError, decode, to_rgb
@@ -29,14 +31,18 @@ from ..face_inference import (
     preparation_of,
     video_frames,
 )
+from ..image_check import check_one
 from ..pipeline_sspa import SSPAImageClassificationPipeline
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
+from .output_paths import check_output_file, check_output_folder
+from .prediction_rows import RowWriter
 
 PROG = "sspa-predict"
 OUTPUT_FORMATS = (".csv", ".json")
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 _GLOB_CHARS = set("*?[")
+_ADDRESS = re.compile(r"\s*<[^>]* at 0x[0-9a-fA-F]+>")  # PIL names a BytesIO by its address: never shown
 
 DESCRIPTION = """\
 Predict the facial expression of images with a trained model: runs
@@ -48,8 +54,13 @@ IMAGES are image files, folders (searched recursively for .jpg, .jpeg, .png, .bm
 classified whole: give face crops. With --detect_faces every face is found and prepared as the model's training
 faces were (the face work recorded in its config), one row per face (a "no face" row when none is found); videos
 (.mp4, .avi, .mov, .mkv, .webm) are read frame by frame (every N-th frame with --every N).
-Results go to --output (CSV: path,label_1,score_1,...; with --detect_faces path,frame,face,x,y,w,h,label_1,...;
-JSON: a list of {path, predictions} or of {path, frame, face, box, predictions}) or, without it, to stdout as CSV."""
+Results go to --output (CSV: path,label_1,score_1,...,error; with --detect_faces path,frame,face,x,y,w,h,
+label_1,...,error; JSON: a list of {path, predictions, error} or of {path, frame, face, box, predictions, error})
+or, without it, to stdout as CSV. Rows are written as they are done: into FILE.partial.csv (or .json), renamed to
+FILE.csv once every image is done, so a run stopped early leaves FILE.partial.csv with the rows done so far (and
+an older FILE.csv untouched). An image that cannot be read is a row whose error column says why; the others are
+still predicted, and the command then ends with exit status 1 (0: every image read; 2: a mistake in the
+arguments, refused before any work)."""
 
 EPILOG = f"""\
 examples:
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--annotate",
         default=None,
         metavar="OUT_DIR",
-        help="with --detect_faces: write each image (or video) with boxes and labels drawn into OUT_DIR",
+        help="with --detect_faces: write each image (PNG) or video (H.264 .mp4, or VP8 .webm where OpenCV has no "
+        "H.264 encoder, as said then) with boxes and labels drawn into OUT_DIR",
     )
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: classify every N-th frame (default: 1)"
@@ -146,14 +158,78 @@ def expand_images(arguments: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def read_image(path: Path) -> Any:
-    """A fully decoded PIL image, upright (the pipeline makes it RGB); an unreadable file is a user error naming it."""
+class SizeNotes:
+    """Images outside the sizes the model reads well, said in one warning line per kind at the end of a run."""
+
+    def __init__(self, input_size: int) -> None:
+        self.input_size = input_size
+        self.huge: list[str] = []
+        self.tiny: list[str] = []
+
+    def lines(self) -> list[str]:
+        """One line per kind of note (none when every image had a usual size)."""
+        lines = []
+        if self.huge:
+            limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+            lines.append(
+                f"{_count(self.huge)} over the {limit:.3g} megapixels PIL decodes without a decompression-bomb "
+                f"warning, e.g. {self.huge[0]}: read anyway (it costs memory; shrinking such images first is faster)"
+            )
+        if self.tiny:
+            side = self.input_size
+            lines.append(
+                f"{_count(self.tiny)} far smaller than the model's {side}x{side} input, e.g. {self.tiny[0]}: enlarged "
+                "to it and classified, but the predictions of so few pixels mean little"
+            )
+        return lines
+
+
+def _count(names: list[str]) -> str:
+    return "1 image is" if len(names) == 1 else f"{len(names)} images are"
+
+
+def _pixel_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height an image file's header gives, without PIL's decompression-bomb check (None if none)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        return decode(path.read_bytes(), str(path))
-    except BadImageError as exc:
-        raise UserInputError(str(exc)) from None
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # an unreadable file: the full decode below says why
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_image(path: Path, notes: SizeNotes | None = None) -> Image.Image:
+    """A fully decoded PIL image, upright (the pipeline makes it RGB). An unreadable file raises BadImageError with
+    the reason in words; an image above twice PIL's pixel limit is refused as one, a very large or a very small one
+    is noted in `notes`."""
+    try:
+        data = path.read_bytes()
     except OSError as exc:
-        raise UserInputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        raise BadImageError(str(path), exc.strerror or str(exc)) from None
+    size = _pixel_size(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is not None and limit and size[0] * size[1] > 2 * limit:
+        raise BadImageError(
+            str(path),
+            f"{size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.3g} megapixels), above the {2 * limit / 1e6:.3g} "
+            "megapixels PIL decodes (its guard against decompression bombs): shrink it first",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # said once, in words, by `notes`
+            image = decode(data, str(path))
+    except BadImageError as exc:
+        reason = check_one({"bytes": data, "path": None}, str(path)) or _ADDRESS.sub("", exc.reason).strip()
+        raise BadImageError(str(path), reason or "not readable") from None
+    if notes is not None:
+        if limit and image.width * image.height > limit:
+            notes.huge.append(f"{path} ({image.width}x{image.height})")
+        if min(image.size) * 4 < notes.input_size:
+            notes.tiny.append(f"{path} ({image.width}x{image.height})")
+    return image
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
@@ -161,37 +237,37 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield items[start : start + size]
 
 
+def _predictions(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"label": row["label"], "score": float(row["score"])} for row in output]
+
+
 def predict_images(
-    classifier: Any, paths: Sequence[Path], top_k: int, batch_size: int
-) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(path, [{label, score}, ... top_k, most probable first]) for every image, decoding a few batches at a time."""
+    classifier: Any, paths: Sequence[Path], top_k: int, batch_size: int, writer: RowWriter, notes: SizeNotes
+) -> list[FaceRow]:
+    """Classify every image whole, a few batches at a time, writing each chunk's rows in order as it is done; an
+    unreadable image is a row with its error. Returns the error rows."""
     from tqdm.auto import tqdm
 
-    results: list[tuple[str, list[dict[str, Any]]]] = []
+    failed: list[FaceRow] = []
     progress = tqdm(total=len(paths), desc="predicting", unit="image", disable=None, leave=False)
     for chunk in _chunks(paths, batch_size * 4):
-        images = [read_image(path) for path in chunk]
-        outputs = classifier(images, top_k=top_k, batch_size=batch_size)
-        for path, output in zip(chunk, outputs, strict=True):
-            results.append((str(path), [{"label": row["label"], "score": float(row["score"])} for row in output]))
+        rows: list[FaceRow] = []
+        images = []
+        for path in chunk:
+            try:
+                images.append(read_image(path, notes))
+                rows.append(FaceRow(str(path), None, None, None))
+            except BadImageError as exc:
+                rows.append(FaceRow(str(path), None, None, None, error=exc.reason))
+                failed.append(rows[-1])
+        outputs = iter(classifier(images, top_k=top_k, batch_size=batch_size) if images else [])
+        for row in rows:
+            if row.error is None:
+                row.predictions = _predictions(next(outputs))
+        writer.write(rows)
         progress.update(len(chunk))
     progress.close()
-    return results
-
-
-def to_csv(results: Sequence[tuple[str, list[dict[str, Any]]]], top_k: int) -> str:
-    """CSV text: path,label_1,score_1,...,label_k,score_k (one row per image)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")])
-    for path, predictions in results:
-        writer.writerow([path] + [value for p in predictions for value in (p["label"], repr(p["score"]))])
-    return buffer.getvalue()
-
-
-def to_json(results: Sequence[tuple[str, list[dict[str, Any]]]]) -> str:
-    """JSON text: a list of {"path": ..., "predictions": [{"label": ..., "score": ...}, ...]}."""
-    return json.dumps([{"path": path, "predictions": preds} for path, preds in results], indent=2) + "\n"
+    return failed
 
 
 def predict_faces(
@@ -199,98 +275,107 @@ def predict_faces(
     paths: Sequence[Path],
     preparation: dict[str, Any],
     top_k: int,
+    writer: RowWriter,
     every: int = 1,
     annotate_dir: Path | None = None,
+    notes: SizeNotes | None = None,
 ) -> list[FaceRow]:
-    """One row per face (or per image/frame without one) of every image and video; annotated copies if asked."""
+    """One row per face (or per image/frame without one) of every image and video, written as each is done;
+    annotated copies if asked. An unreadable image or video is a row with its error; returns the error rows."""
     from tqdm.auto import tqdm
 
-    rows: list[FaceRow] = []
+    failed: list[FaceRow] = []
+    faces = 0
     if annotate_dir is not None:
         annotate_dir.mkdir(parents=True, exist_ok=True)
     for path in paths:
         if path.suffix.lower() in VIDEO_EXTENSIONS:
-            rows.extend(_predict_video(classifier, path, preparation, top_k, every, annotate_dir))
+            failed += _predict_video(classifier, path, preparation, top_k, every, annotate_dir, writer)
             continue
-        image = to_rgb(read_image(path))
+        try:
+            image = to_rgb(read_image(path, notes))
+        except BadImageError as exc:
+            failed.append(FaceRow(str(path), None, None, None, error=exc.reason))
+            writer.write(failed[-1:])
+            continue
         found = classify_frame(classifier, str(path), image, preparation, top_k)
         if annotate_dir is not None:
             annotate(image, found).save(annotate_dir / f"{path.stem}.annotated.png")
-        rows.extend(found)
+        writer.write(found)
+        faces += sum(r.face is not None for r in found)
     if not any(path.suffix.lower() in VIDEO_EXTENSIONS for path in paths):
-        tqdm.write(f"{len(paths)} images, {sum(r.face is not None for r in rows)} faces", file=sys.stderr)
-    return rows
+        tqdm.write(f"{len(paths)} images, {faces} faces", file=sys.stderr)
+    return failed
 
 
 def _predict_video(
-    classifier: Any, path: Path, preparation: dict[str, Any], top_k: int, every: int, annotate_dir: Path | None
+    classifier: Any,
+    path: Path,
+    preparation: dict[str, Any],
+    top_k: int,
+    every: int,
+    annotate_dir: Path | None,
+    writer: RowWriter,
 ) -> list[FaceRow]:
-    """Rows for every `every`-th frame of a video, with a frames/s progress bar and an annotated mp4 if asked."""
+    """Rows for every `every`-th frame of a video, written frame by frame, with a frames/s progress bar and an
+    annotated video if asked; a video that cannot be read (or stops being readable) ends with an error row."""
     from tqdm.auto import tqdm
 
     total = frame_count(str(path))
     progress = tqdm(total=-(-total // every) if total else None, desc=path.name, unit="frame", disable=None)
-    writer = None
-    rows: list[FaceRow] = []
+    video = None
     try:
         for index, frame, fps in video_frames(str(path), every):
             found = classify_frame(classifier, str(path), frame, preparation, top_k, frame=index)
-            rows.extend(found)
+            writer.write(found)
             if annotate_dir is not None:
-                writer = writer or VideoWriter(str(annotate_dir / f"{path.stem}.annotated.mp4"), fps / every)
-                writer.write(annotate(frame, found))
+                video = video or VideoWriter(annotate_dir / f"{path.stem}.annotated", fps / every)
+                video.write(annotate(frame, found))
             progress.update(1)
     except OSError as exc:
-        raise UserInputError(str(exc)) from None
+        error = FaceRow(str(path), None, None, None, error=str(exc))
+        writer.write([error])
+        return [error]
     finally:
         progress.close()
-        if writer is not None:
-            writer.close()
-    return rows
+        if video is not None:
+            video.close()
+            if video.note:
+                tqdm.write(f"{PROG}: {video.note}", file=sys.stderr)
+    return []
 
 
-def face_rows_csv(rows: Sequence[FaceRow], top_k: int) -> str:
-    """CSV text: path,frame,face,x,y,w,h,label_1,score_1,... (frame empty for photos; face empty: no face)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    labels = [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")]
-    writer.writerow(["path", "frame", "face", "x", "y", "w", "h", *labels])
-    for row in rows:
-        box = list(row.box) if row.box else ["", "", "", ""]
-        face = "" if row.face is None else row.face
-        frame = "" if row.frame is None else row.frame
-        scores = [value for p in row.predictions for value in (p["label"], repr(p["score"]))]
-        writer.writerow([row.image, frame, face, *box, *scores])
-    return buffer.getvalue()
-
-
-def face_rows_json(rows: Sequence[FaceRow]) -> str:
-    """JSON text: a list of {path, frame, face, box: [x, y, w, h], predictions} (face and box null: no face)."""
-    items = [
-        {"path": r.image, "frame": r.frame, "face": r.face, "box": r.box, "predictions": r.predictions} for r in rows
-    ]
-    return json.dumps(items, indent=2) + "\n"
-
-
-def run(args: argparse.Namespace) -> int:
-    """Check the arguments, expand the images, classify them, write the results."""
-    from transformers import pipeline
-
+def check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """Refuse, before any work, a bad option or a place the results cannot be written; returns (output, annotate)."""
     if args.top_k < 1:
         raise UserInputError(f"--top_k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be >= 1, got {args.batch_size}")
-    output = Path(args.output) if args.output else None
-    if output is not None and output.suffix.lower() not in OUTPUT_FORMATS:
-        raise UserInputError(f"--output {args.output}: the file name must end with .csv or .json")
+    output = Path(args.output).expanduser() if args.output else None
+    if output is not None:
+        if output.suffix.lower() not in OUTPUT_FORMATS:
+            raise UserInputError(f"--output {args.output}: the file name must end with .csv or .json")
+        check_output_file(output, "--output")
     if args.every < 1:
         raise UserInputError(f"--every must be >= 1, got {args.every}")
     if args.annotate and not args.detect_faces:
         raise UserInputError("--annotate needs --detect_faces")
+    annotate_dir = Path(args.annotate).expanduser() if args.annotate else None
+    if annotate_dir is not None:
+        check_output_folder(annotate_dir, "--annotate")
     if args.detector is not None:
         if not args.detect_faces:
             raise UserInputError("--detector needs --detect_faces")
         check_detector(args.detector, "--detector")
+    return output, annotate_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the arguments and the output paths, expand the images, load the model, then classify the images,
+    writing the rows as they come; 1 if some image could not be read (its row says why)."""
+    from transformers import pipeline
+
+    output, annotate_dir = check_arguments(args)
     paths = expand_images(args.images)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
     if videos and not args.detect_faces:
@@ -298,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detect_faces:
         require_cv2()
     device = resolve_device(args.device)
-    model, processor = load_model(args.model, args.trust_remote_code)
+    model, processor = load_model(args.model, args.trust_remote_code, PROG)
     top_k = min(args.top_k, model.config.num_labels)
     classifier = pipeline(
         "image-classification",
@@ -307,23 +392,36 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         pipeline_class=SSPAImageClassificationPipeline,  # the one the model folder names: to_rgb, as in training
     )
-    as_json = output is not None and output.suffix.lower() == ".json"
     if args.detect_faces:
-        annotate_dir = Path(args.annotate) if args.annotate else None
         preparation = preparation_of(model.config, args.detector)
         get_detector(preparation["detector"])  # a missing detector package fails here, before any image is read
-        rows = predict_faces(classifier, paths, preparation, top_k, args.every, annotate_dir)
-        results: Sequence[Any] = rows
-        text = face_rows_json(rows) if as_json else face_rows_csv(rows, top_k)
-    else:
-        results = predict_images(classifier, paths, top_k, args.batch_size)
-        text = to_json(results) if as_json else to_csv(results, top_k)
-    if output is None:
-        sys.stdout.write(text)
-        return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    print(f"wrote {len(results)} prediction rows to {output}", file=sys.stderr)
+    notes = SizeNotes(0 if args.detect_faces else int(model.config.image_size))  # faces: no tiny-image note
+    writer = RowWriter(output, top_k, faces=args.detect_faces)
+    try:
+        if args.detect_faces:
+            failed = predict_faces(classifier, paths, preparation, top_k, writer, args.every, annotate_dir, notes)
+        else:
+            failed = predict_images(classifier, paths, top_k, args.batch_size, writer, notes)
+    except BaseException as exc:
+        kept = writer.stop()
+        if kept:
+            print(f"{PROG}: {kept}", file=sys.stderr)
+        if isinstance(exc, OSError):  # e.g. the disk filled up: one line, what was kept said above
+            raise UserInputError(f"writing the results failed: {exc.strerror or exc}") from None
+        raise
+    writer.finish()
+    for line in notes.lines():
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    if output is not None:
+        print(f"wrote {writer.rows} prediction rows to {output}", file=sys.stderr)
+    if failed:
+        first = failed[0]
+        print(
+            f"{PROG}: {len(failed)} of {len(paths)} {'files' if videos else 'images'} could not be read, e.g. "
+            f"{first.image} ({first.error}); their rows carry the error",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
