@@ -59,21 +59,23 @@ def _mode_card(mode: str) -> str:
 
 
 def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
-    """The mode and the schedule, with the rows of the knobs the run's selection mode reads (`card_rows`; the others
-    had no effect)."""
+    """The mode, the schedule and the method's settings: the rows of the knobs the run's selection mode reads come
+    from the mode (`card_rows`; the others had no effect)."""
     from .modes import get_mode
 
     optimizer = f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
-    mode = getattr(args, "selection_mode", "paper")
+    name = getattr(args, "selection_mode", "paper")
+    mode = get_mode(name)
     return {
-        "selection_mode": mode,
+        "selection_mode": name,
         "epochs": args.num_train_epochs,
-        **get_mode(mode).card_rows(args),
+        **mode.card_rows(args, schedule=True),
         "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
         "optimizer": optimizer,
         "learning rate": args.learning_rate,
         "weight decay": args.weight_decay,
         "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+        **mode.card_rows(args),
         "crop padding": args.crop_padding,
         "seed": args.seed,
     }

@@ -42,12 +42,14 @@ class Knob:
     """A setting of the training arguments that only some modes read, and its row on the model card.
 
     `row` names the card row (default: the setting's name; None: shown in another knob's row); `value` renders
-    it (default: the setting's value). A mode lists the knobs it reads in `knobs`; it warns about the others.
+    it (default: the setting's value); `schedule`: a row of the schedule, beside the epochs (T_S), not among the
+    method's settings. A mode lists the knobs it reads in `knobs`; it warns about the others.
     """
 
     name: str
     row: str | None = ""
     value: Callable[[Any], Any] | None = None
+    schedule: bool = False
 
     def card_row(self, args: TrainingArguments) -> tuple[str, Any] | None:
         if self.row is None:
@@ -68,7 +70,7 @@ class VerdictColumn:
 
 
 # Algorithm 1's knobs (selection) and PAM's (pairing, Algorithm 2): the parts modes compose their `knobs` from.
-SELECTION_EPOCHS = Knob("selection_epochs", "selection_epochs (T_S)")
+SELECTION_EPOCHS = Knob("selection_epochs", "selection_epochs (T_S)", schedule=True)
 EMA_MOMENTUM = Knob("ema_momentum", "ema_momentum (eta)")
 USE_SELECTION = Knob("use_selection", None)
 FIX_TARGET = Knob("fix_target", None)
@@ -106,9 +108,11 @@ class SelectionMode:
         """Refuse settings that cannot work with this mode (ValueError, one line); by default none."""
 
     @classmethod
-    def card_rows(cls, args: TrainingArguments) -> dict[str, Any]:
-        """This mode's rows of the model card's hyperparameter table: one per knob it reads."""
-        return dict(row for knob in cls.knobs if (row := knob.card_row(args)) is not None)
+    def card_rows(cls, args: TrainingArguments, schedule: bool = False) -> dict[str, Any]:
+        """This mode's rows of the model card's hyperparameter table, one per knob it reads: the schedule's rows
+        (`schedule`) or the method's."""
+        rows = (knob.card_row(args) for knob in cls.knobs if knob.schedule == schedule)
+        return dict(row for row in rows if row is not None)
 
     @classmethod
     def before_training(cls, data: Dataset, *, args: TrainingArguments, plain_trainers: PlainTrainers) -> Dataset:

@@ -54,7 +54,7 @@ class TransitionPamMode(SelectionMode):
         "the target faces' class prior; `config.logit_adjustment`), trading tail recall back for accuracy. "
         '"Kept" below is that verdict at epoch T_S.'
     )
-    knobs = (SELECTION_EPOCHS, *PAIRING_KNOBS, USE_SELECTION, Knob("prior_weight"))
+    knobs = (SELECTION_EPOCHS, *PAIRING_KNOBS, USE_SELECTION, Knob("prior_weight", "prior_weight (w)"))
     model_options = Transition.model_options
     verdict = Transition.verdict
     no_decay = Transition.no_decay
