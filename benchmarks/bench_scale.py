@@ -121,7 +121,7 @@ def child(
     if mode == "transition":
         timed(get_mode(mode), "finish", "verdict pass", peak=True)
     if mode == "cleanlab":
-        timed(get_mode(mode), "prepare", "cross-fit", peak=True)
+        timed(get_mode(mode), "before_training", "cross-fit", peak=True)
     step_times: list[float] = []
     step_costs: list[tuple[float, int]] = []  # (seconds in Python's garbage collector so far, minor page faults)
     collecting = [0.0, 0.0]  # collector time so far, start of the running collection

@@ -144,7 +144,7 @@ def time_arm(arm: str, args: argparse.Namespace, data, processor) -> float:
             noisy = aux[torch.randperm(len(aux), generator=torch.Generator().manual_seed(0))[: int(0.3 * len(aux))]]
             trainer.selector.clean[noisy] = False
             if arm == "sspa_transition_pam":
-                trainer.mode.judged_at = 0  # past T_S: its PA stage, without the verdict pass
+                trainer.mode.verdict_epoch = 0  # past T_S: its PA stage, without the verdict pass
     trainer.train()
     return timer.images_per_second()
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .configuration_sspa import RESNET18
-from .modes import MODES, get_mode
+from .modes import MODES
+from .modes import check as check_mode
 from .pairing import ALLOCATIONS
 from .processing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -249,4 +250,4 @@ class SSPATrainingArguments(TrainingArguments):
             )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")
-        get_mode(self.selection_mode).check(self)  # last: a mode's checks may read any of the above
+        check_mode(self)  # last: a mode's checks may read any of the above

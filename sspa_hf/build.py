@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
 
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from .configuration_sspa import SSPAConfig
 from .data import build_joint, load_source
 from .errors import UserInputError, first_line
 from .image_check import without_bad_images
 from .labels import EXPRESSIONS
 from .modeling_sspa import SSPAForImageClassification
+from .modes import knob_defaults
 from .processing import make_image_processor
 from .weights import load_backbone_weights, load_hub_backbone
 
@@ -73,6 +75,29 @@ def build_model(args: ModelArguments, standard_transition: bool = False):
     if args.backbone_weights:
         load_backbone_weights(model, args.backbone_weights)
     return model, make_image_processor(args.image_size, args.image_mean, args.image_std)
+
+
+def plain_trainers(model_args: ModelArguments, args: SSPATrainingArguments):
+    """Plain trainings for a mode's work before training (cleanlab's probes): (training set, output folder) -> an
+    `SSPATrainer` with a fresh model of the run's kind and the run's schedule, straight, saving nothing."""
+    from .trainer import SSPATrainer
+
+    def make(train: Dataset, output_dir: Path) -> SSPATrainer:
+        model, processor = build_model(model_args)
+        probe_args = replace(
+            args,
+            **knob_defaults(args),
+            output_dir=str(output_dir),
+            selection_mode="straight",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            push_to_hub=False,
+            resume_from_checkpoint=None,
+        )
+        return SSPATrainer(model=model, args=probe_args, train_dataset=train, processing_class=processor)
+
+    return make
 
 
 def check_labels(splits: DatasetDict, flag: str, spec: str) -> None:

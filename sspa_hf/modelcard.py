@@ -59,36 +59,25 @@ def _mode_card(mode: str) -> str:
 
 
 def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
-    """The schedule, then the SSPA settings the run's selection mode reads (the others had no effect)."""
+    """The mode, the schedule and the method's settings: the rows of the knobs the run's selection mode reads come
+    from the mode (`card_rows`; the others had no effect)."""
     from .modes import get_mode
 
     optimizer = f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
-    mode = getattr(args, "selection_mode", "paper")
-    reads = get_mode(mode).reads
-    rows = {
-        "selection_mode": mode,
+    name = getattr(args, "selection_mode", "paper")
+    mode = get_mode(name)
+    return {
+        "selection_mode": name,
         "epochs": args.num_train_epochs,
-        "selection_epochs (T_S)": (args.selection_epochs, "selection_epochs"),
+        **mode.card_rows(args, schedule=True),
         "batch size": args.per_device_train_batch_size * max(args.world_size, 1),
         "optimizer": optimizer,
         "learning rate": args.learning_rate,
         "weight decay": args.weight_decay,
         "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
-        "ema_momentum (eta)": (args.ema_momentum, "ema_momentum"),
-        "mixup alpha, beta": (f"{args.mixup_alpha}, {args.mixup_beta}", "mixup_alpha"),
-        "allocation": (args.allocation, "allocation"),
-        "use_selection / fix_target / use_pairing": (
-            f"{args.use_selection} / {args.fix_target} / {args.use_pairing}",
-            "use_pairing",
-        ),
-        "crossfit_folds": (args.crossfit_folds, "crossfit_folds"),
+        **mode.card_rows(args),
         "crop padding": args.crop_padding,
         "seed": args.seed,
-    }
-    return {
-        key: value[0] if isinstance(value, tuple) else value
-        for key, value in rows.items()
-        if not isinstance(value, tuple) or value[1] in reads
     }
 
 

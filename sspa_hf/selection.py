@@ -43,7 +43,6 @@ class SampleSelector:
         selection_epochs: int = 40,
         momentum: float = 0.95,
         fix_target: bool = True,
-        enabled: bool = True,
         reference_labels: np.ndarray | None = None,
     ) -> None:
         n = len(labels)
@@ -53,7 +52,7 @@ class SampleSelector:
         self.reference_labels = None if reference_labels is None else torch.as_tensor(reference_labels).long()
         self.num_experts, self.num_classes = num_experts, num_classes
         self.selection_epochs, self.momentum = selection_epochs, momentum
-        self.fix_target, self.enabled = fix_target, enabled
+        self.fix_target = fix_target
         self.epoch = 0  # the epoch being trained: updates go to it
         self.tau = torch.full((n, num_experts), 1.0 / num_classes)  # Algorithm 3 line 2: tau = 1/C
         self.clean = torch.ones(n, dtype=torch.bool)  # D_C^{t-1}: the loss partition of this epoch
@@ -70,8 +69,9 @@ class SampleSelector:
 
     @property
     def selecting(self) -> bool:
-        """True during the sample-selection (SS) stage, while thresholds move and the partition can change."""
-        return self.enabled and self.epoch < self.selection_epochs
+        """True during the sample-selection (SS) stage, while Algorithm 1 runs: thresholds move and the partition can
+        change. The one notion of "selecting": a mode that never selects gives `selection_epochs` 0."""
+        return self.epoch < self.selection_epochs
 
     def freeze(self, clean: np.ndarray) -> None:
         """Use a partition decided before training (selection modes beyond the paper) from epoch 0, unchanged."""

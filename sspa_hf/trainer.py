@@ -22,7 +22,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import EvalPrediction, rotate_checkpoints, seed_worker
 
 from .arguments import SSPATrainingArguments
-from .callbacks import QUIET, EpochCallback, epoch_line, say, stage_switch_line
+from .callbacks import QUIET, EpochCallback
 from .checkpoints import (
     disk_full,
     latest_complete_checkpoint,
@@ -59,14 +59,15 @@ class SSPATrainer(Trainer):
         model: An `SSPAForImageClassification` (`build_model`); the transition mode needs `standard_transition`.
         args: `SSPATrainingArguments`; `selection_mode` picks the mode.
         train_dataset: A joint `datasets.Dataset` from `build_joint` (columns image, label, is_target,
-            sample_index 0..N-1, source), after the mode's `prepare` (cleanlab adds its verdict there).
+            sample_index 0..N-1, source), after the mode's `before_training` (cleanlab adds its verdict there).
         processing_class: The model's image processor: the augmentation's size and normalisation, and the
             evaluation transform itself (the numbers `pipeline` produces).
         eval_dataset, compute_metrics, callbacks, optimizers, **kwargs: as for `Trainer`.
 
     Example:
         >>> model, processor = build_model(model_args, **get_mode(args.selection_mode).model_options)
-        >>> train_set = get_mode(args.selection_mode).prepare(joint, model_args=model_args, args=args)
+        >>> mode = get_mode(args.selection_mode)
+        >>> train_set = mode.before_training(joint, args=args, plain_trainers=plain_trainers(model_args, args))
         >>> trainer = SSPATrainer(model=model, args=args, train_dataset=train_set, processing_class=processor)
         >>> trainer.train()
     """
@@ -190,8 +191,9 @@ class SSPATrainer(Trainer):
         return self.get_eval_dataloader(test_dataset)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
-        """The Trainer's list, less the standard transition: decay would pull M towards uniform, not towards 0."""
-        return [name for name in super().get_decay_parameter_names(model) if "standard_transition" not in name]
+        """The Trainer's list, less the parameters the mode keeps out of weight decay (`no_decay`)."""
+        kept_out = self.mode.no_decay
+        return [name for name in super().get_decay_parameter_names(model) if not any(p in name for p in kept_out)]
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -243,16 +245,10 @@ class SSPATrainer(Trainer):
 
     # ----- epochs, checkpoints, reports -----
     def _advance(self, epoch: int) -> None:
-        """Close the epochs before `epoch`: log their statistics (back-ends) and print one line each."""
+        """Close the epochs before `epoch`: log their statistics (back-ends); the mode prints its lines."""
         for stats in self.selector.advance_to(epoch):
             self.log(dict(stats))  # a copy: `Trainer.log` writes its own "epoch" into the dict it is given
-            if not self.is_world_process_zero() or not self.selector.enabled:
-                continue
-            closed = int(stats["epoch"])
-            if closed < self.selector.selection_epochs:
-                say(epoch_line(closed, stats, self.selector.num_experts))
-            if closed == self.selector.selection_epochs - 1:
-                say(stage_switch_line(self.selector, self.model.config.id2label, self.args.use_pairing))
+            self.mode.epoch_closed(stats)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
         """`Trainer.train`, from the newest complete checkpoint (`True`), restoring its selection state."""

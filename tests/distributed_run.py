@@ -56,7 +56,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
     )
     allocations: list[list[int]] = []
     if sync:
-        global_allocation = trainer.mode._global_allocation
+        global_allocation = trainer.mode.partition._global_allocation
 
         def recorded(labels: torch.Tensor, clean: torch.Tensor) -> np.ndarray | None:
             s = global_allocation(labels, clean)
@@ -64,7 +64,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
             allocations.append([*h.tolist(), int((~clean).sum()), *s.tolist()])
             return s
 
-        trainer.mode._global_allocation = recorded
+        trainer.mode.partition._global_allocation = recorded
     seen: list[torch.Tensor] = []
     if selection_stage:
         compute_loss = trainer.compute_loss
@@ -83,7 +83,7 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
     state["allocations"] = torch.tensor(allocations, dtype=torch.long).view(-1, 15)
     if transition:
         state["standard_transition"] = trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach()
-        state.update({k: torch.as_tensor(v) for k, v in trainer.mode.judgement.items()})
+        state.update({k: torch.as_tensor(v) for k, v in trainer.mode.transition.columns.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
     if selection_stage:
         state["seen"] = torch.cat(seen)  # (rows, [step, sample_index, pixel sum]), in the order trained

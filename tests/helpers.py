@@ -94,9 +94,10 @@ def joint_data(n_target: int, n_aux: int) -> tuple:
 
 
 def make_trainer(
-    tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, **overrides
+    tmp_path: Path, train_set, eval_set=None, k: int = 3, crop_padding: float = 0.0, arguments=None, **overrides
 ) -> SSPATrainer:
-    """A CPU SSPATrainer on a TINY backbone with k experts at 48 px; `overrides` replace its training arguments."""
+    """A CPU SSPATrainer on a TINY backbone with k experts at 48 px; `overrides` replace its training arguments
+    (`arguments`: a subclass of SSPATrainingArguments to build them with)."""
     import torch
 
     from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
@@ -130,7 +131,7 @@ def make_trainer(
     }
     return SSPATrainer(
         model=model,
-        args=SSPATrainingArguments(**settings),
+        args=(arguments or SSPATrainingArguments)(**settings),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3),

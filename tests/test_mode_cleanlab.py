@@ -6,7 +6,7 @@ import numpy as np
 from datasets import Value
 from helpers import label_table
 
-from sspa_hf.modes.cleanlab import cleanlab_issues, with_cleaning
+from sspa_hf.modes.cleanlab import cleanlab_issues, with_verdict
 
 
 def test_cleanlab_flags_auxiliary_labels_its_probabilities_contradict():
@@ -20,5 +20,5 @@ def test_cleanlab_flags_auxiliary_labels_its_probabilities_contradict():
     assert not result.clean[wrong].any()
     assert result.clean[:200].all() and result.clean[230:].all()
     assert (result.score[wrong] < 0).all() and (result.score[:200] == 0).all()
-    columns = with_cleaning(label_table(300), result)
+    columns = with_verdict(label_table(300), result)
     assert columns["clean"] == result.clean.tolist() and columns.features["clean"] == Value("bool")

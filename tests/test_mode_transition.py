@@ -73,12 +73,12 @@ def test_transition_verdict_is_the_posterior_argmax(tmp_path, monkeypatch):
     p[:, 1] = 0.6  # every auxiliary face looks like class 1
     monkeypatch.setattr(trainer, "predict", lambda data: SimpleNamespace(predictions=np.log(p[: len(data)])))
     trainer.mode.finish()
-    verdict = trainer.mode.judgement["target_standard_label"][aux]
+    verdict = trainer.mode.transition.columns["target_standard_label"][aux]
     # q(j) ~ M[y, j] p(j): label 0 -> class 1 (M[0, 1] = M[0, 0], p(1) > p(0)); label 1 -> 1 (kept); label 2 -> 2
     expected = np.where(labels[aux] == 0, 1, labels[aux])
     np.testing.assert_array_equal(verdict, expected)
     assert trainer.selector.clean[aux].numpy().tolist() == (expected == labels[aux]).tolist()
-    assert (trainer.mode.judgement["score"][aux][labels[aux] == 0] < 0).all()
+    assert (trainer.mode.transition.columns["score"][aux][labels[aux] == 0] < 0).all()
 
 
 @pytest.mark.slow

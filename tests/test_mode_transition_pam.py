@@ -35,15 +35,15 @@ def test_the_verdict_freezes_the_partition_at_epoch_t_s_and_not_before(tmp_path,
     expected = _judging_everything_class_1(trainer, monkeypatch)
     mode = trainer.mode
     mode.begin_epoch(1)
-    assert mode.judged_at is None and bool(trainer.selector.clean.all())  # transition: nothing flagged yet
+    assert mode.verdict_epoch is None and bool(trainer.selector.clean.all())  # transition: nothing flagged yet
     rows = torch.arange(len(train_set))
     assert torch.equal(mode.loss_weight(rows), torch.ones(len(rows)))
     mode.begin_epoch(2)
-    assert mode.judged_at == 2
+    assert mode.verdict_epoch == 2
     np.testing.assert_array_equal(trainer.selector.clean.numpy(), expected)
     assert 0 < int((~trainer.selector.clean).sum()) < 60
     mode.begin_epoch(3)  # judged once: a later epoch keeps the epoch-2 verdict
-    assert mode.judged_at == 2
+    assert mode.verdict_epoch == 2
     # From T_S the model predicts with logits + w log pi (pi: the target faces' prior, counts + 1), w = 0.5
     target = np.asarray(train_set["label"])[np.asarray(train_set["is_target"])]
     log_prior = np.log((np.bincount(target, minlength=7) + 1) / (len(target) + 7))
@@ -77,7 +77,7 @@ def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_t
     rows = list(range(100, 140))  # 20 target rows, 20 auxiliary rows
     batch = training_batch(trainer, rows)
     assert not bool(clean[rows].all()) and bool(clean[rows[20:]].any())  # some flagged, some kept
-    monkeypatch.setattr(trainer.mode, "_pairing_rng", lambda: np.random.default_rng(7))
+    monkeypatch.setattr(trainer.mode.partition, "_pairing_rng", lambda: np.random.default_rng(7))
     model = trainer.model.train()
     torch.manual_seed(1)
     loss = trainer.compute_loss(model, dict(batch))
@@ -126,16 +126,16 @@ def test_training_resumes_after_t_s_with_the_verdict_it_froze(tmp_path, monkeypa
     trainer = make_trainer(tmp_path, train_set, k=1, save_strategy="epoch", **common)
     _judging_everything_class_1(trainer, monkeypatch)  # so that the verdict flags faces after one tiny epoch
     trainer.train()
-    assert trainer.mode.judged_at == 1 and int(trainer.selector.created.sum()) > 0
+    assert trainer.mode.verdict_epoch == 1 and int(trainer.selector.created.sum()) > 0
     checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert not (checkpoints[0] / VERDICT_STATE).exists()  # saved at the end of epoch 0, before the verdict
     second = checkpoints[1]
     assert (second / VERDICT_STATE).is_file()
     resumed = make_trainer(tmp_path, train_set, k=1, save_strategy="epoch", **common)
     resumed.train(resume_from_checkpoint=str(second))  # the stored verdict, not a new one (unpatched)
-    assert resumed.mode.judged_at == 1
-    for name, value in trainer.mode.judgement.items():
-        np.testing.assert_array_equal(resumed.mode.judgement[name], value)
+    assert resumed.mode.verdict_epoch == 1
+    for name, value in trainer.mode.transition.columns.items():
+        np.testing.assert_array_equal(resumed.mode.transition.columns[name], value)
     assert torch.equal(resumed.selector.clean, trainer.selector.clean)
     assert resumed.model.config.logit_adjustment == trainer.model.config.logit_adjustment is not None
     (second / VERDICT_STATE).unlink()

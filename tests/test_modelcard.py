@@ -155,3 +155,7 @@ def test_card_lists_only_the_settings_its_selection_mode_reads(tmp_path):
     assert "ema_momentum (eta)" in paper and "crossfit_folds" not in paper
     assert straight["selection_mode"] == "straight" and not {"ema_momentum (eta)", "allocation"} & set(straight)
     assert straight["epochs"] == paper["epochs"] == 80
+    schedule = {"selection_epochs": 1, "num_train_epochs": 2}
+    pam = SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="transition_pam", prior_weight=0.5, **schedule)
+    assert _hyperparameters(pam)["prior_weight (w)"] == 0.5 and "prior_weight (w)" not in paper  # w on its card
+    assert list(paper)[:3] == ["selection_mode", "epochs", "selection_epochs (T_S)"]  # T_S beside the epochs

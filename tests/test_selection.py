@@ -93,7 +93,7 @@ def test_partition_freezes_after_the_selection_epochs():
 
 
 def test_disabled_selection_keeps_everything_clean():
-    sel = _selector(enabled=False)
+    sel = _selector(selection_epochs=0)  # a mode that never selects
     sel.update(torch.tensor([0, 1, 3]), PROBS, torch.tensor([0, 1, 1]))
     sel.advance_to(2)
     assert sel.clean.all() and sel.updates.sum() == 0

@@ -50,20 +50,12 @@ def read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     return pq.read_table(table_path), json.loads(args_path.read_text())
 
 
-def selection_columns(table: Any) -> dict[str, np.ndarray]:
-    """consistent (the final side), score and, where the table has it, target_standard_label (a relabel).
+def selection_columns(table: Any) -> dict[str, tuple[np.ndarray, bool]]:
+    """The exported columns, each with whether it is a class: `consistent` (the final side), `score` and the verdict
+    columns the run's mode wrote (`target_standard_label` after transition), as the modes declare them."""
+    from ..modes import exported_columns
 
-    score is the selection mode's own margin where the table has one (`score`: transition, cleanlab), else the
-    paper's: min over experts of p_i(y) - tau_i (> 0 means above every threshold)."""
-    if "score" in table.column_names:
-        score = np.asarray(table.column("score").to_pylist())
-    else:
-        last_py, tau = np.asarray(table.column("last_py").to_pylist()), np.asarray(table.column("tau").to_pylist())
-        score = (last_py - tau).min(axis=1)
-    columns = {"consistent": np.asarray(table.column("clean").to_pylist(), dtype=bool), "score": score}
-    if "target_standard_label" in table.column_names:
-        columns["target_standard_label"] = np.asarray(table.column("target_standard_label").to_pylist())
-    return columns
+    return exported_columns(table)
 
 
 def auxiliary_with_selection(run_dir: Path) -> Any:
@@ -85,10 +77,9 @@ def auxiliary_with_selection(run_dir: Path) -> Any:
     ids = table.column("id").to_pylist()
     if list(joint["id"]) != ids or list(joint["sample_index"]) != table.column("sample_index").to_pylist():
         raise UserInputError(f"the samples of run {run_dir} no longer match its selection table (ids differ)")
-    for name, values in selection_columns(table).items():
+    for name, (values, is_class) in selection_columns(table).items():
         # a relabel is a class like `label`, so `hf:OUT?label_column=target_standard_label` trains on it as is
-        feature = class_label_feature() if name == "target_standard_label" else None
-        joint = joint.add_column(name, values.tolist(), feature=feature)
+        joint = joint.add_column(name, values.tolist(), feature=class_label_feature() if is_class else None)
     auxiliary = np.flatnonzero(~np.asarray(joint["is_target"]))
     return joint.select(auxiliary).remove_columns(["is_target"])
 

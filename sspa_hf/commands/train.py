@@ -43,7 +43,7 @@ def train(
     """Build, train, evaluate on the target test split, write reports and the model card, mark the run complete
     (`status`), then push; return eval metrics. `push_at_end`: push once at the end although `args.push_to_hub`
     was turned off for the Trainer (the Hub could not be reached at start-up)."""
-    from ..build import build_datasets, build_model
+    from ..build import build_datasets, build_model, plain_trainers
     from ..data.sources import face_preparation
     from ..metrics import compute_metrics
     from ..modes import get_mode
@@ -70,7 +70,7 @@ def train(
         record = {**data_record(data_args, args.seed), "num_samples": len(train_set)}
         (Path(args.output_dir) / DATA_ARGS).write_text(json.dumps(record, indent=1))
         write_recipe(Path(args.output_dir) / RECIPE, model_args, data_args, args)  # `sspa-train OUT/recipe.yaml`
-    train_set = mode.prepare(train_set, model_args=model_args, args=args)
+    train_set = mode.before_training(train_set, args=args, plain_trainers=plain_trainers(model_args, args))
     trainer = SSPATrainer(
         model=model,
         args=args,

@@ -1,7 +1,8 @@
 """Ours, beyond the paper: no auxiliary face is dropped; a learnt C x C matrix explains the auxiliary labels.
 
 The model learns M[y, j] = P(auxiliary label y | target-standard class j) beside the classifier; a target label
-enters the loss directly, an auxiliary label as -log sum_j M[y, j] p(j | x) (docs/method.md).
+enters the loss directly, an auxiliary label as -log sum_j M[y, j] p(j | x) (docs/method.md). `Transition` is that
+part (the loss through M and the model's verdict), held by this mode and by `transition_pam`.
 """
 
 from __future__ import annotations
@@ -12,56 +13,45 @@ import numpy as np
 import torch
 
 from ..modeling_sspa import transition_nll
-from .base import Batch, SelectionMode
+from .base import USE_SELECTION, Batch, SelectionMode, VerdictColumn, refuse_without_selection
 
 if TYPE_CHECKING:
-    from ..trainer import SSPATrainer
+    from transformers import Trainer, TrainingArguments
 
 
-class TransitionMode(SelectionMode):
-    name = "transition"
-    help = (
-        "Ours, beyond the paper: no sample is dropped; the model learns M[y, j] = P(auxiliary label y | target "
-        "class j) and an auxiliary label enters the loss as log sum_j M[y, j] p(j) (docs/method.md)."
-    )
-    card = (
-        "**This model was trained beyond the paper, in selection mode `transition`:** no auxiliary sample was "
-        "dropped; the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary "
-        'label through it, while its predictions p stay in the target\'s standard. "Kept" below means that an '
-        "auxiliary label is the most probable target class of its face under M[y, j] p(j | x)."
-    )
-    model_options = {"standard_transition": True}
-    needs_selection = True
-    reads = frozenset({"use_selection"})
+class Transition:
+    """A part a mode holds: the learnt standard transition M, the loss through it and the model's verdict."""
 
-    def __init__(self, trainer: SSPATrainer) -> None:
-        super().__init__(trainer)
-        if not getattr(trainer.model.config, "standard_transition", False):
-            raise ValueError("selection_mode 'transition' needs a model built with standard_transition=True")
-        self.selector.freeze(np.ones(len(self.selector), dtype=bool))  # nothing is dropped
-        self.judgement: dict[str, np.ndarray] = {}  # the per-sample verdict, after training
+    model_options = {"standard_transition": True}  # the model learns M beside the classifier
+    no_decay = ("standard_transition",)  # decay would pull M towards uniform, not towards 0
+    verdict = (VerdictColumn("target_standard_label", is_class=True), VerdictColumn("score"))
 
-    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def __init__(self, mode: SelectionMode) -> None:
+        self.mode, self.trainer, self.selector = mode, mode.trainer, mode.selector
+        if not getattr(self.trainer.model.config, "standard_transition", False):
+            raise ValueError(f"selection_mode {mode.name!r} needs a model built with standard_transition=True")
+        self.columns: dict[str, np.ndarray] = {}  # the verdict's per-sample columns, once adopted
+
+    def nll(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+        """-log sum_j M[y, j] p(j | x) per sample, averaged over experts; (B,)."""
+        return transition_nll(outputs.auxiliary_log_probs, labels)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """Target labels through the cross-entropy, auxiliary labels through M."""
         outputs = model(pixel_values=batch["pixel_values"])
         labels = batch["labels"]
         per_sample = torch.where(
-            batch["is_target"].to(labels.device),
-            self.cross_entropy(outputs, labels),
-            transition_nll(outputs.auxiliary_log_probs, labels),
+            batch["is_target"].to(labels.device), self.mode.cross_entropy(outputs, labels), self.nll(outputs, labels)
         )
         return per_sample, outputs
 
-    def finish(self) -> None:
-        """After training, the model's verdict becomes `selector.clean`, so the selection statistics report it."""
-        self.judge()
-
-    def judge(self) -> None:
-        """The model's verdict (below) as the partition (`selector.clean`) and the per-sample judgement."""
-        target_label, score = self.verdict()
+    def adopt_verdict(self) -> None:
+        """The model's verdict (below) becomes the partition (`selector.clean`) and the verdict columns."""
+        target_label, score = self.decide()
         self.selector.clean = torch.as_tensor(target_label == self.selector.labels.numpy())
-        self.judgement = {"target_standard_label": target_label, "score": score}
+        self.columns = {"target_standard_label": target_label, "score": score}
 
-    def verdict(self) -> tuple[np.ndarray, np.ndarray]:
+    def decide(self) -> tuple[np.ndarray, np.ndarray]:
         """The model's verdict on every auxiliary label: posterior q(j) ~ M[y, j] p(j | x) (eval mode).
 
         The label is consistent iff it is the most probable target class under q; otherwise q's argmax is its
@@ -85,5 +75,39 @@ class TransitionMode(SelectionMode):
             score[aux] = given - others.max(axis=1)  # > 0 iff the given label wins
         return target_label, score
 
+
+class TransitionMode(SelectionMode):
+    name = "transition"
+    help = (
+        "Ours, beyond the paper: no sample is dropped; the model learns M[y, j] = P(auxiliary label y | target "
+        "class j) and an auxiliary label enters the loss as log sum_j M[y, j] p(j) (docs/method.md)."
+    )
+    card = (
+        "**This model was trained beyond the paper, in selection mode `transition`:** no auxiliary sample was "
+        "dropped; the model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary "
+        'label through it, while its predictions p stay in the target\'s standard. "Kept" below means that an '
+        "auxiliary label is the most probable target class of its face under M[y, j] p(j | x)."
+    )
+    model_options = Transition.model_options
+    knobs = (USE_SELECTION,)
+    verdict = Transition.verdict
+    no_decay = Transition.no_decay
+
+    @classmethod
+    def check(cls, args: TrainingArguments) -> None:
+        refuse_without_selection(cls, args)
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.transition = Transition(self)
+        self.selector.freeze(np.ones(len(self.selector), dtype=bool))  # nothing is dropped
+
+    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        return self.transition.loss(model, batch)
+
+    def finish(self) -> None:
+        """After training, the model's verdict becomes `selector.clean`, so the selection statistics report it."""
+        self.transition.adopt_verdict()
+
     def verdict_columns(self) -> dict[str, np.ndarray]:
-        return dict(self.judgement)
+        return dict(self.transition.columns)
