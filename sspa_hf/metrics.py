@@ -181,6 +181,11 @@ def format_summary(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """The canonical expressions for 7 classes, else ``class_0`` ... (when no names are given)."""
+    return EXPRESSIONS if num_classes == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(num_classes))
+
+
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
     """`Trainer(compute_metrics=...)`: the scalar metrics of argmax(logits) (`evaluate_predictions`); the
     confusion matrix and the absent classes' names are left out.
@@ -195,8 +200,7 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     if isinstance(logits, tuple | list):
         logits = logits[0]
     logits = np.asarray(logits)
-    num_classes = logits.shape[-1]
-    names = EXPRESSIONS if num_classes == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(num_classes))
+    names = default_class_names(logits.shape[-1])
     metrics = evaluate_predictions(np.asarray(labels), logits.argmax(axis=-1), names)
     return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
 

@@ -9,7 +9,7 @@ import datasets
 import evaluate
 
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics
+from sspa_hf.metrics import classification_metrics, default_class_names
 
 _CITATION = """\
 @article{sspajt2024,
@@ -63,7 +63,5 @@ class FerMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, num_classes: int = len(EXPRESSIONS), class_names=None) -> dict:
-        names = tuple(class_names) if class_names is not None else EXPRESSIONS
-        if class_names is None and num_classes != len(EXPRESSIONS):
-            names = tuple(f"class_{i}" for i in range(num_classes))
+        names = tuple(class_names) if class_names is not None else default_class_names(num_classes)
         return classification_metrics(references, predictions, num_classes=num_classes, class_names=names)
