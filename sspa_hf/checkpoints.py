@@ -15,11 +15,12 @@ import os
 import re
 import shutil
 import signal
-import struct
 import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
 
 from .errors import UserInputError
 from .run_folder import SELECTION_STATE, TRAINER_STATE
@@ -30,20 +31,12 @@ _TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
 
 
 def _safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file is torn: its header must parse and its size match the header's last offset."""
-    size = path.stat().st_size
+    """Why a .safetensors file is torn: `safe_open` refuses a file whose size is not the header's (any cut)."""
     try:
-        with path.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > size - 8:
-                raise ValueError
-            header = json.loads(handle.read(length))
-    except (struct.error, ValueError):
-        return f"{path.name} is truncated or corrupt ({size} bytes, header unreadable)"
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-    if size != 8 + length + end:
-        return f"{path.name} is truncated ({size} of {8 + length + end} bytes)"
-    return None
+        with safe_open(path, framework="numpy"):
+            return None
+    except (SafetensorError, OSError):
+        return f"{path.name} is truncated or corrupt ({path.stat().st_size} bytes)"
 
 
 def _torch_file_problem(path: Path) -> str | None:

@@ -1,12 +1,15 @@
 """The paper's evaluation metrics (Eq. 9-12), computed once from the confusion matrix in plain numpy.
 
 Zero division: a class that is never predicted has precision 0, a class absent from the labels has recall 0,
-and a class whose precision and recall are both 0 has F1 0 (sklearn's ``zero_division=0``). Every class in
-``range(num_classes)`` enters the macro means, present or not, as in the paper's Eq. 10-12 over all C classes.
+and a class whose precision and recall are both 0 has F1 0 (sklearn's ``zero_division=0``). The macro means
+(Eq. 10-12) are over the classes present in the labels: a class the evaluation set lacks (CK+ has no neutral)
+would count as 0 and say nothing about the model; the result names such classes (``absent_classes``).
+What the trainer and `sspa-eval` report goes through the shipped `evaluate` module (`evaluate_predictions`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,9 +67,10 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy (Eq. 9), macro precision/recall (Eq. 10-11), macro F1 = mean of per-class F1 (Eq. 12).
 
-    Returns a flat JSON-serialisable dict: the four summary scores, ``precision/<name>``, ``recall/<name>``,
-    ``f1/<name>``, ``support/<name>`` per class, and ``confusion_matrix`` (nested list, rows = true class).
-    Classes never predicted get precision 0 (see the module docstring). Empty input gives accuracy 0.
+    Returns a flat JSON-serialisable dict: the four summary scores (macro means over the classes present in
+    ``y_true``), ``absent_classes`` (their names, only when some class is absent), ``precision/<name>``,
+    ``recall/<name>``, ``f1/<name>``, ``support/<name>`` per class, and ``confusion_matrix`` (nested list,
+    rows = true class). Classes never predicted get precision 0 (see the module docstring). Empty input gives 0.
     """
     names = list(class_names)
     if len(names) != num_classes:
@@ -74,12 +78,19 @@ def classification_metrics(
     cm = confusion_matrix(y_true, y_pred, num_classes)
     scores = per_class_scores(cm)
     total = int(cm.sum())
+    present = scores["support"] > 0
+
+    def macro(kind: str) -> float:
+        return float(scores[kind][present].mean()) if present.any() else 0.0
+
     out: dict[str, Any] = {
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
-        "macro_precision": float(scores["precision"].mean()),
-        "macro_recall": float(scores["recall"].mean()),
-        "macro_f1": float(scores["f1"].mean()),
+        "macro_precision": macro("precision"),
+        "macro_recall": macro("recall"),
+        "macro_f1": macro("f1"),
     }
+    if not present.all():
+        out["absent_classes"] = [name for name, here in zip(names, present, strict=True) if not here]
     for kind in ("precision", "recall", "f1"):
         for name, value in zip(names, scores[kind], strict=True):
             out[f"{kind}/{name}"] = float(value)
@@ -87,6 +98,28 @@ def classification_metrics(
         out[f"support/{name}"] = int(value)
     out["confusion_matrix"] = cm.astype(int).tolist()
     return out
+
+
+@functools.cache
+def _fer_metric() -> Any:
+    """The shipped `evaluate` module, loaded once by path (offline; kept in memory, no cache files)."""
+    import evaluate
+
+    return evaluate.load(metric_path(), keep_in_memory=True)
+
+
+def evaluate_predictions(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """`classification_metrics` of predictions through the shipped `evaluate` module (`metric_path`): what
+    `sspa-eval`, the end of `sspa-train` and the Trainer's `compute_metrics` report."""
+    names = list(class_names)
+    return _fer_metric().compute(
+        predictions=np.asarray(y_pred, dtype=np.int64).reshape(-1),
+        references=np.asarray(y_true, dtype=np.int64).reshape(-1),
+        num_classes=len(names),
+        class_names=names,
+    )
 
 
 def selection_quality(labels: np.ndarray, reference_labels: np.ndarray, clean: np.ndarray) -> dict[str, float]:
@@ -121,25 +154,41 @@ def selection_counts(
 
 
 def format_summary(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
-    """A short text table: the four summary scores, then precision/recall/F1/support per class."""
+    """A short text table: the four summary scores (and the classes they leave out), then precision/recall/F1/
+    support per class; an absent class has no recall or F1."""
+    absent = metrics.get("absent_classes", [])
     lines = [
         f"accuracy         {100 * metrics['accuracy']:6.2f} %",
         f"macro precision  {100 * metrics['macro_precision']:6.2f} %",
         f"macro recall     {100 * metrics['macro_recall']:6.2f} %",
         f"macro F1         {100 * metrics['macro_f1']:6.2f} %",
-        "",
-        f"{'class':<12} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}",
     ]
-    for name in class_names:
+    if absent:
         lines.append(
-            f"{name:<12} {100 * metrics[f'precision/{name}']:8.2f}% {100 * metrics[f'recall/{name}']:6.2f}% "
-            f"{100 * metrics[f'f1/{name}']:6.2f}% {metrics[f'support/{name}']:8d}"
+            f"(macro means over the {len(class_names) - len(absent)} classes present; "
+            f"absent from the evaluation set: {', '.join(absent)})"
+        )
+    lines += ["", f"{'class':<12} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}"]
+    for name in class_names:
+        recall_f1 = (
+            f"{'absent':>7} {'-':>7}"
+            if name in absent
+            else f"{100 * metrics[f'recall/{name}']:6.2f}% {100 * metrics[f'f1/{name}']:6.2f}%"
+        )
+        lines.append(
+            f"{name:<12} {100 * metrics[f'precision/{name}']:8.2f}% {recall_f1} {metrics[f'support/{name}']:8d}"
         )
     return "\n".join(lines)
 
 
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """The canonical expressions for 7 classes, else ``class_0`` ... (when no names are given)."""
+    return EXPRESSIONS if num_classes == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(num_classes))
+
+
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
-    """`Trainer(compute_metrics=...)`: the scalar metrics of argmax(logits); the confusion matrix is left out.
+    """`Trainer(compute_metrics=...)`: the scalar metrics of argmax(logits) (`evaluate_predictions`); the
+    confusion matrix and the absent classes' names are left out.
 
     Takes a `transformers.EvalPrediction` (or a ``(logits, labels)`` pair); logits given as a tuple use
     their first element (the model's combined logits).
@@ -151,12 +200,12 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     if isinstance(logits, tuple | list):
         logits = logits[0]
     logits = np.asarray(logits)
-    num_classes = logits.shape[-1]
-    names = EXPRESSIONS if num_classes == len(EXPRESSIONS) else tuple(f"class_{i}" for i in range(num_classes))
-    metrics = classification_metrics(np.asarray(labels), logits.argmax(axis=-1), num_classes, names)
-    return {key: float(value) for key, value in metrics.items() if key != "confusion_matrix"}
+    names = default_class_names(logits.shape[-1])
+    metrics = evaluate_predictions(np.asarray(labels), logits.argmax(axis=-1), names)
+    return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
 
 
 def metric_path() -> str:
-    """Folder of the bundled `evaluate` metric: ``evaluate.load(metric_path())`` works offline."""
+    """Folder of the shipped `evaluate` metric, found through this package (editable or not):
+    ``evaluate.load(metric_path())`` works offline."""
     return str(Path(__file__).resolve().parent / "fer_metric")

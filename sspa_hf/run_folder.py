@@ -162,11 +162,11 @@ def write_evaluation_report(
     Written as eval_metrics.json (with `record`, e.g. model, dataset, split, appended) and confusion_matrix.png;
     returns what was written.
     """
-    from .metrics import classification_metrics
+    from .metrics import evaluate_predictions
     from .plots import plot_confusion_matrix
 
     names = list(class_names)
-    metrics = {**classification_metrics(y_true, y_pred, num_classes=len(names), class_names=names), **record}
+    metrics = {**evaluate_predictions(y_true, y_pred, names), **record}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / EVAL_METRICS).write_text(json.dumps(metrics, indent=2))

@@ -7,10 +7,8 @@ noisy samples by Mixup with clean partners (Algorithm 2), loss over the whole ne
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.trainer_utils import EvalPrediction, rotate_checkpoints, seed_worker
+from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 
 from .arguments import SSPATrainingArguments
 from .callbacks import QUIET, EpochCallback
@@ -40,8 +38,6 @@ from .modes import SelectionMode, get_mode
 from .run_folder import MODEL_CARD, STAGING, TRAINER_STATE, write_selection
 from .selection import SampleSelector
 from .sync_batchnorm import synchronise_batchnorm
-
-logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image", "label", "is_target", "sample_index", "source")
 
@@ -73,8 +69,9 @@ class SSPATrainer(Trainer):
     """
 
     args: SSPATrainingArguments
-    # compute_loss returns a per-micro-batch mean: the Trainer must always divide it by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    # compute_loss divides by the whole step's loss weight (num_items_in_batch): the Trainer must not divide again.
+    loss_is_scaled_for_ga = True
+    _staging: Path | None = None  # while a checkpoint is written: where the Trainer writes it (_save_checkpoint)
 
     def __init__(
         self,
@@ -121,7 +118,6 @@ class SSPATrainer(Trainer):
             padding=self.args.crop_padding,
             seed=self.args.seed,
         )
-        self._staging: str | None = None  # set while a checkpoint is being written (see _save_checkpoint)
         self._sync_batch_statistics()
         self.add_callback(EpochCallback(self))
         for plain, quiet in QUIET:
@@ -135,38 +131,26 @@ class SSPATrainer(Trainer):
 
     # ----- data -----
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """Batches carry pixel_values, labels, sample_index and is_target (augmented per sample and epoch)."""
-        dataset = FERTorchDataset(self.train_dataset, self.train_augment)
+        """Batches carry pixel_values, labels, sample_index and is_target (augmented per sample and epoch); with
+        N processes each step is the one-process global batch, shared out (`GlobalBatchShares`)."""
         processes = self.accelerator.num_processes
-        if processes == 1:
-            return self._get_dataloader(
-                dataset=dataset,
-                description="Training",
-                batch_size=self._train_batch_size,
-                sampler_fn=self._get_train_sampler,
-                is_training=True,
-            )
-        # N processes: the one-process global batches, each shared out (the last one too, nothing padded).
-        shares = GlobalBatchShares(
+        return self._get_dataloader(
+            dataset=FERTorchDataset(self.train_dataset, self.train_augment),
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler if processes == 1 else self._global_batch_shares,
+            is_training=True,
+        )
+
+    def _global_batch_shares(self, dataset: FERTorchDataset) -> GlobalBatchShares:
+        """This process's share of each one-process global batch (the last one too, nothing padded)."""
+        return GlobalBatchShares(
             self._get_train_sampler(dataset),
-            global_batch_size=self._train_batch_size * processes,
-            num_processes=processes,
+            global_batch_size=self._train_batch_size * self.accelerator.num_processes,
+            num_processes=self.accelerator.num_processes,
+            process_index=self.accelerator.process_index,
             drop_last=self.args.dataloader_drop_last,
         )
-        args = self.args
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=shares,
-            collate_fn=self._get_collator_with_removed_columns(self.data_collator, description="Training"),
-            num_workers=args.dataloader_num_workers,
-            pin_memory=args.dataloader_pin_memory,
-            persistent_workers=args.dataloader_persistent_workers,
-            multiprocessing_context=args.dataloader_multiprocessing_context,
-            prefetch_factor=args.dataloader_prefetch_factor,
-            in_order=args.dataloader_in_order,
-            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
-        )
-        return self.accelerator.prepare(loader)
 
     def get_eval_dataloader(self, eval_dataset=None) -> torch.utils.data.DataLoader:
         """Evaluation images go through the image processor itself: the same numbers `pipeline` produces. Every
@@ -197,43 +181,33 @@ class SSPATrainer(Trainer):
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The mode's per-sample loss, weighted by its loss weight, over the optimizer step's loss weight."""
-        inputs = dict(inputs)  # the Trainer reads the batch again after the step
-        batch = {name: inputs.pop(name) for name in ("pixel_values", "labels", "sample_index", "is_target")}
-        denominator = inputs.pop("loss_denominator", None)
-        weight = inputs.pop("loss_weight", None)
+        """The mode's per-sample loss, weighted by its loss weight, over the optimizer step's loss weight.
+
+        `num_items_in_batch` (from `get_batch_samples`) is the step's loss weight summed over its micro-batches
+        and processes: the micro-batches' losses add up (`loss_is_scaled_for_ga`) and the factor N undoes DDP's
+        average over processes, so the gradient is that of the mean over the weighted samples of the global batch.
+        """
+        batch = {name: inputs[name] for name in ("pixel_values", "labels", "sample_index", "is_target")}
         if not model.training:
             outputs = model(pixel_values=batch["pixel_values"])
             smoothing = self.args.label_smoothing_factor
             outputs.loss = expert_cross_entropy(outputs.expert_logits, batch["labels"], smoothing).mean()
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        if weight is None:  # a batch from outside the training loop (get_batch_samples sets it)
-            weight = self.mode.loss_weight(batch["sample_index"])
-        weight = weight.to(batch["pixel_values"].device)
+        weight = self.mode.loss_weight(batch["sample_index"]).to(batch["pixel_values"].device)
         per_sample, outputs = self.mode.loss(model, batch, weight)
-        if denominator is None:  # outside the training loop: the mean over the batch's own loss weight
-            denominator = weight.sum().clamp(min=1.0)
-        loss = (per_sample * weight).sum() / denominator
+        if num_items_in_batch is None:  # a batch from outside the training loop: the mean over its own weight
+            num_items_in_batch = weight.sum().clamp(min=1.0)
+        loss = (per_sample * weight).sum() / num_items_in_batch * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, None]:
-        """One optimizer step's micro-batches, each with its loss weight and the loss weight of the whole step.
-
-        The loss is the mean over the weighted samples of the optimizer step's global batch, however it is split:
-        each micro-batch's summed loss is divided by (step weight) / (processes x micro-batches), which undoes
-        the Trainer's division by the accumulation steps and DDP's average over processes. One process without
-        accumulation gets exactly the mean over its batch's weighted samples.
-        """
-        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        for batch in batches:
-            batch["loss_weight"] = self.mode.loss_weight(batch["sample_index"])
-        total = torch.tensor([float(sum(float(b["loss_weight"].sum()) for b in batches))], device=self.args.device)
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, torch.Tensor]:
+        """One optimizer step's micro-batches and their loss weight summed over all processes (at least 1)."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        weight = sum(float(self.mode.loss_weight(batch["sample_index"]).sum()) for batch in batches)
+        total = torch.tensor(float(weight), device=device)
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(total, reduction="sum")
-        denominator = max(float(total), 1.0) / (self.accelerator.num_processes * max(len(batches), 1))
-        for batch in batches:
-            batch["loss_denominator"] = denominator
-        return batches, num_items
+        return batches, total.clamp(min=1.0)
 
     def _sync_batch_statistics(self) -> None:
         """sync_batch_stats: BatchNorm and ARM's batch mean over all processes, as on one device (any backend)."""
@@ -276,41 +250,39 @@ class SSPATrainer(Trainer):
 
     def _get_output_dir(self, trial) -> str:
         """During a checkpoint save, the staging folder: the Trainer writes `checkpoint-N` there."""
-        return getattr(self, "_staging", None) or super()._get_output_dir(trial)
+        return str(self._staging) if self._staging else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
         """`Trainer._save_checkpoint` into `.saving/`, then fsync and rename into place, then rotate: a
         `checkpoint-N` folder is complete or absent. A SIGTERM meanwhile waits; a full disk is one line."""
         run_dir = Path(super()._get_output_dir(trial))
-        name = f"checkpoint-{self.state.global_step}"
-        staging = run_dir / STAGING
+        final = run_dir / f"checkpoint-{self.state.global_step}"
+        staged = run_dir / STAGING / final.name
         with signals_deferred():
             if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(staged.parent, ignore_errors=True)  # what a killed save left
             self.accelerator.wait_for_everyone()
-            self._staging = str(staging)  # the Trainer's own rotation then sees this checkpoint only: a no-op
+            self._staging = staged.parent  # the Trainer's own rotation then sees this checkpoint only: a no-op
             try:
                 super()._save_checkpoint(model, trial)
             except Exception as exc:
-                shutil.rmtree(staging, ignore_errors=True)
-                full = disk_full(exc, run_dir)
-                if full:
-                    last = latest_complete_checkpoint(run_dir)[0]
+                shutil.rmtree(staged.parent, ignore_errors=True)
+                if full := disk_full(exc, run_dir):
                     raise UserInputError(
-                        f"saving {run_dir / name} failed: {full}; the last complete checkpoint is "
-                        f"{last or 'none'}: free some space and resume with --resume_from_checkpoint true"
+                        f"saving {final} failed: {full}; the last complete checkpoint is "
+                        f"{latest_complete_checkpoint(run_dir)[0] or 'none'}: free some space and resume with "
+                        "--resume_from_checkpoint true"
                     ) from exc
                 raise
             finally:
                 self._staging = None
             self.accelerator.wait_for_everyone()  # every rank's rng_state is written
             if self.args.should_save:
-                best = self.state.best_model_checkpoint
-                if best and Path(best).parent == staging:
-                    self.state.best_model_checkpoint = str(run_dir / Path(best).name)
-                    self.state.save_to_json(str(staging / name / TRAINER_STATE))
-                publish(staging / name, run_dir / name)
-                shutil.rmtree(staging, ignore_errors=True)
+                if self.state.best_model_checkpoint == str(staged):  # this step is the best: name its final place
+                    self.state.best_model_checkpoint = str(final)
+                    self.state.save_to_json(str(staged / TRAINER_STATE))
+                publish(staged, final)
+                staged.parent.rmdir()
                 rotate_checkpoints(
                     output_dir=str(run_dir),
                     save_total_limit=self.args.save_total_limit,

@@ -96,6 +96,19 @@ def test_resume_skips_a_torn_newest_checkpoint_and_says_why(unfinished, kind, ca
     assert status["status"] == "complete" and status["resumed_from"].endswith("checkpoint-7")
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "selection_state.safetensors"])
+def test_a_safetensors_file_cut_anywhere_is_torn(finished, tmp_path, name):
+    """Cut inside the header's length, the header, the data, and one byte short: each is refused by name."""
+    checkpoint = tmp_path / "checkpoint-8"
+    shutil.copytree(finished / "checkpoint-8", checkpoint)
+    whole = (checkpoint / name).read_bytes()
+    header_end = 8 + int.from_bytes(whole[:8], "little")
+    assert checkpoint_problem(checkpoint) is None
+    for cut in (0, 4, header_end // 2, header_end, (header_end + len(whole)) // 2, len(whole) - 1):
+        (checkpoint / name).write_bytes(whole[:cut])
+        assert f"{name} is truncated" in checkpoint_problem(checkpoint), cut
+
+
 def test_with_every_checkpoint_torn_the_resume_is_one_line_that_lists_them(unfinished, capsys):
     for folder in unfinished.glob("checkpoint-*"):
         (folder / "trainer_state.json").unlink()

@@ -10,11 +10,18 @@ from sspa_hf.global_batches import GlobalBatchShares
 
 
 def _per_process(n: int, batch: int, processes: int, drop_last: bool = False) -> list[list[list[int]]]:
-    """What accelerate's round-robin hands each process, step by step."""
-    shares = GlobalBatchShares(
-        SequentialSampler(range(n)), global_batch_size=batch, num_processes=processes, drop_last=drop_last
+    """What each process's batch sampler gives, step by step."""
+    return [list(_shares(n, batch, processes, r, drop_last)) for r in range(processes)]
+
+
+def _shares(n: int, batch: int, processes: int, rank: int = 0, drop_last: bool = False) -> GlobalBatchShares:
+    return GlobalBatchShares(
+        SequentialSampler(range(n)),
+        global_batch_size=batch,
+        num_processes=processes,
+        process_index=rank,
+        drop_last=drop_last,
     )
-    return [list(BatchSamplerShard(shares, num_processes=processes, process_index=r)) for r in range(processes)]
 
 
 @pytest.mark.parametrize(("n", "batch", "processes"), [(117, 32, 2), (2400, 64, 2), (100, 30, 3), (64, 32, 2)])
@@ -43,10 +50,9 @@ def test_len_and_drop_last_count_the_steps_the_iteration_gives():
         (97, 32, 2, False),
         (96, 32, 3, False),
     ]:
-        shares = GlobalBatchShares(
-            SequentialSampler(range(n)), global_batch_size=batch, num_processes=processes, drop_last=drop_last
-        )
-        assert len(shares) == len(list(shares)), (n, batch, processes, drop_last)
+        for rank in range(processes):
+            shares = _shares(n, batch, processes, rank, drop_last)
+            assert len(shares) == len(list(shares)), (n, batch, processes, rank, drop_last)
     assert [len(s) for s in _per_process(117, 32, 2, drop_last=True)] == [3, 3]  # the 21 faces are dropped
     # 97 = 3 x 32 + 1: one face cannot be shared by two processes, so that step goes (as drop_last would)
     assert [sum(map(len, s)) for s in _per_process(97, 32, 2)] == [48, 48]
@@ -54,4 +60,4 @@ def test_len_and_drop_last_count_the_steps_the_iteration_gives():
 
 def test_a_global_batch_smaller_than_the_processes_is_refused():
     with pytest.raises(ValueError, match="global batch of 1 cannot be shared by 2 processes"):
-        GlobalBatchShares(SequentialSampler(range(10)), global_batch_size=1, num_processes=2, drop_last=False)
+        _shares(10, 1, 2)

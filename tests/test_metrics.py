@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 from transformers import EvalPrediction
 
+import sspa_hf.metrics
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics, compute_metrics, confusion_matrix, metric_path
+from sspa_hf.metrics import (
+    classification_metrics,
+    compute_metrics,
+    confusion_matrix,
+    evaluate_predictions,
+    format_summary,
+    metric_path,
+)
+from sspa_hf.run_folder import EVAL_METRICS, write_evaluation_report
 
 LABELS = list(range(7))
 
@@ -30,9 +40,11 @@ def test_metrics_equal_sklearn_with_a_class_never_predicted_and_one_never_true(s
     assert 5 not in y_pred and 1 not in y_true and 5 in y_true and 1 in y_pred
     out = classification_metrics(y_true, y_pred)
     kw = {"labels": LABELS, "zero_division": 0}
+    present = {"labels": [c for c in LABELS if c != 1], "zero_division": 0}  # the macro means leave disgust out
     assert out["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=1e-12)
     for key, score in [("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)]:
-        assert out[f"macro_{key}"] == pytest.approx(score(y_true, y_pred, average="macro", **kw), abs=1e-12)
+        assert out[f"macro_{key}"] == pytest.approx(score(y_true, y_pred, average="macro", **present), abs=1e-12)
+    assert out["absent_classes"] == ["disgust"]
     precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, **kw)
     for i, name in enumerate(EXPRESSIONS):
         assert out[f"precision/{name}"] == pytest.approx(precision[i], abs=1e-12)
@@ -56,6 +68,56 @@ def test_macro_f1_is_the_mean_of_per_class_f1_not_the_f1_of_macro_p_and_r():
     assert out["confusion_matrix"] == [[3, 1, 0, 0], [0, 1, 1, 0], [1, 0, 2, 0], [1, 0, 0, 0]]
     assert out["accuracy"] == pytest.approx(0.6)
     assert out["precision/a"] == pytest.approx(3 / 5) and out["recall/a"] == pytest.approx(3 / 4)
+
+
+def test_a_class_absent_from_the_labels_is_left_out_of_the_macro_means_and_named():
+    """CK+ has no neutral: its recall would count as 0 in every macro mean, whatever the model does."""
+    rng = np.random.default_rng(5)
+    y_true = rng.choice([0, 1, 2, 3, 5, 6], size=300)  # no neutral (4)
+    y_pred = np.where(rng.random(300) < 0.5, y_true, rng.integers(0, 7, 300))
+    assert 4 in y_pred  # predicted, never true
+    out = evaluate_predictions(y_true, y_pred, EXPRESSIONS)
+    six = [c for c in LABELS if c != 4]
+    assert out["macro_recall"] == pytest.approx(np.mean([out[f"recall/{EXPRESSIONS[c]}"] for c in six]), abs=1e-15)
+    assert out["macro_recall"] == pytest.approx(skm.recall_score(y_true, y_pred, labels=six, average="macro"))
+    assert out["macro_precision"] == pytest.approx(
+        skm.precision_score(y_true, y_pred, labels=six, average="macro", zero_division=0)
+    )
+    assert out["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=six, average="macro"))
+    assert out["absent_classes"] == ["neutral"] and out["support/neutral"] == 0
+    table = format_summary(out, EXPRESSIONS)
+    assert "over the 6 classes present; absent from the evaluation set: neutral" in table
+    neutral_row = next(line for line in table.splitlines() if line.startswith("neutral "))
+    assert "absent" in neutral_row and "0.00%" not in neutral_row.split("%", 1)[1]
+
+
+def test_with_every_class_present_the_keys_are_the_old_ones():
+    """eval_metrics.json of an evaluation set with every class stays as it was: no new key, same order."""
+    y_true, y_pred = np.arange(70) % 7, (np.arange(70) * 3) % 7
+    out = evaluate_predictions(y_true, y_pred, EXPRESSIONS)
+    per_class = [f"{kind}/{name}" for kind in ("precision", "recall", "f1", "support") for name in EXPRESSIONS]
+    assert list(out) == ["accuracy", "macro_precision", "macro_recall", "macro_f1", *per_class, "confusion_matrix"]
+
+
+def test_what_the_reports_say_goes_through_the_shipped_evaluate_module(tmp_path, monkeypatch):
+    """The Trainer's compute_metrics and eval_metrics.json (sspa-eval, end of sspa-train) use the module at
+    metric_path(), found through the package itself, not a second implementation."""
+    assert Path(metric_path()).parent == Path(sspa_hf.metrics.__file__).resolve().parent
+    module = sspa_hf.metrics._fer_metric()
+    assert type(module).__name__ == "FerMetric"
+    calls = []
+
+    class Recording:
+        def compute(self, **kwargs):
+            calls.append(len(kwargs["predictions"]))
+            return module.compute(**kwargs)
+
+    monkeypatch.setattr(sspa_hf.metrics, "_fer_metric", Recording)
+    y_true, y_pred = _random_labels(6, n=90)
+    compute_metrics((np.eye(7)[y_pred], y_true))
+    written = write_evaluation_report(tmp_path, y_true, y_pred, EXPRESSIONS, "test")
+    assert calls == [90, 90]
+    assert json.loads((tmp_path / EVAL_METRICS).read_text()) == written == classification_metrics(y_true, y_pred)
 
 
 def test_confusion_matrix_rejects_out_of_range_classes_and_length_mismatch():

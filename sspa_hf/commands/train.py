@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..checkpoints import resolve_resume, terminate
 from ..errors import UserInputError, first_line
-from ..metrics import classification_metrics, format_summary
+from ..metrics import evaluate_predictions, format_summary
 from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from . import run_command
 from .train_parser import TrainArgumentParser, load_recipe, parse_arguments, write_recipe
@@ -97,7 +97,7 @@ def train(
         plots = [output_dir / CONFUSION_MATRIX, *write_training_report(output_dir, train_set)]
         log_plots_to_tensorboard(trainer, plots)
     else:
-        full = classification_metrics(y_true, y_pred, len(class_names), class_names)
+        full = evaluate_predictions(y_true, y_pred, class_names)
     scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
     trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
     card = {

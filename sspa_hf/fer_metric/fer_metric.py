@@ -1,14 +1,15 @@
 """`evaluate` metric of sspa-hf: the paper's FER metrics (accuracy, macro P/R/F1 as Eq. 9-12, per class).
 
 Load it offline with ``evaluate.load(sspa_hf.metrics.metric_path())``; it computes exactly
-``sspa_hf.metrics.classification_metrics`` (it needs the sspa_hf package installed).
+``sspa_hf.metrics.classification_metrics`` (it needs the sspa_hf package installed). `sspa-eval`, the end of
+`sspa-train` and the Trainer's `compute_metrics` report through it (``sspa_hf.metrics.evaluate_predictions``).
 """
 
 import datasets
 import evaluate
 
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics
+from sspa_hf.metrics import classification_metrics, default_class_names
 
 _CITATION = """\
 @article{sspajt2024,
@@ -26,7 +27,8 @@ _DESCRIPTION = """\
 Facial expression recognition metrics of SSPA-JT computed from the confusion matrix: accuracy (Eq. 9), macro
 precision (Eq. 10), macro recall (Eq. 11), macro F1 as the mean of the per-class F1 scores (Eq. 12), per-class
 precision, recall, F1 and support, and the confusion matrix (rows = true class, columns = predicted class).
-A class that is never predicted has precision 0; one absent from the references has recall 0.
+A class that is never predicted has precision 0; one absent from the references has recall 0 and is left out
+of the macro means, which are over the classes present (the result names the absent ones).
 """
 
 _KWARGS_DESCRIPTION = """\
@@ -37,8 +39,9 @@ Args:
     class_names (list of str): names used in the per-class keys (default: anger, disgust, fear, happiness,
         neutral, sadness, surprise); must have num_classes entries.
 Returns:
-    dict with "accuracy", "macro_precision", "macro_recall", "macro_f1", "precision/<name>", "recall/<name>",
-    "f1/<name>", "support/<name>" and "confusion_matrix" (nested list).
+    dict with "accuracy", "macro_precision", "macro_recall", "macro_f1", "absent_classes" (names; only when a
+    class is absent from the references), "precision/<name>", "recall/<name>", "f1/<name>", "support/<name>" and
+    "confusion_matrix" (nested list).
 Example:
     >>> metric = evaluate.load(sspa_hf.metrics.metric_path())
     >>> metric.compute(predictions=[0, 3, 3], references=[0, 3, 4])["accuracy"]
@@ -60,7 +63,5 @@ class FerMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, num_classes: int = len(EXPRESSIONS), class_names=None) -> dict:
-        names = tuple(class_names) if class_names is not None else EXPRESSIONS
-        if class_names is None and num_classes != len(EXPRESSIONS):
-            names = tuple(f"class_{i}" for i in range(num_classes))
+        names = tuple(class_names) if class_names is not None else default_class_names(num_classes)
         return classification_metrics(references, predictions, num_classes=num_classes, class_names=names)
