@@ -13,8 +13,11 @@ class Terminated(KeyboardInterrupt):
     signal's number (143 for SIGTERM), which is what schedulers expect."""
 
     def __init__(self, signum: int, detail: str = "") -> None:
-        self.signum = signum
+        self.signum, self.detail = signum, detail
         super().__init__(f"terminated by {signal.Signals(signum).name}{detail}")
+
+    def __reduce__(self) -> tuple:  # pickled (to another process) with its own arguments, not the message
+        return type(self), (self.signum, self.detail)
 
 
 def first_line(exc: BaseException) -> str:

@@ -47,4 +47,5 @@ def run_command(name: str, body: Callable[[], int], sigterm: str | None = None) 
 
 
 def _stop(signum: int, detail: str) -> None:
+    """The SIGTERM handler `run_command` installs: the stop, with what it means at this point."""
     raise Terminated(signum, f" {detail}")
