@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from .errors import UserInputError
+from .errors import Terminated, UserInputError
 from .run_folder import SELECTION_STATE, TRAINER_STATE
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -190,12 +189,12 @@ def signals_deferred() -> Iterator[None]:
         _Shield.depth -= 1
     if _Shield.depth == 0 and _Shield.pending is not None:
         signum, _Shield.pending = _Shield.pending, None
-        raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+        raise Terminated(signum)
 
 
 def terminate(signum: int, frame: object) -> None:
-    """SIGTERM handler: end the run like Ctrl-C, but never in the middle of a checkpoint save."""
+    """SIGTERM handler: end the run like Ctrl-C (exit status 143), but never in the middle of a checkpoint save."""
     if _Shield.depth:
         _Shield.pending = signum
         return
-    raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name}")
+    raise Terminated(signum)

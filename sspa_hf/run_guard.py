@@ -1,6 +1,12 @@
 """The training output folder's guard: one writer at a time (a lock file), no finished run overwritten, and
 `run_status.json` (state, PID, host, heartbeat), so a run killed with -9 can be told from one still running.
 
+The writer holds an OS lock (`flock`) on `.sspa-train.lock` for the whole run: the kernel drops it when the process
+ends, however it ends, so a run restarted in a fresh container (PID 1 again, same host name) is never refused by
+its own dead predecessor, while a live writer always refuses a second one. The file's PID, host and start only
+name the writer in the refusal. Where the filesystem has no OS locks (flock fails), and for a writer on another
+host whose lock may not be seen here, the older rules decide: the PID on this host, the heartbeat elsewhere.
+
 Everything here that can refuse runs before anything is written into the folder: a refused command leaves it
 byte-identical.
 """
@@ -8,6 +14,7 @@ byte-identical.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,6 +25,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # no OS locks here (Windows): the PID and heartbeat rules alone decide
+    fcntl = None  # type: ignore[assignment]
 
 from .checkpoints import checkpoints_newest_first, latest_complete_checkpoint
 from .errors import UserInputError, first_line
@@ -63,28 +75,72 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 def lock_holder(output_dir: Path) -> dict[str, Any] | None:
     """The live run holding `output_dir`'s lock (its PID, host, start), or None when unlocked or stale.
 
-    Stale: the PID is gone on this host, or (another host, which cannot be asked) no heartbeat for 5 minutes."""
-    record = _read_json(output_dir / LOCK)
-    if record is None:
+    Held: another process holds the OS lock. Free on this host: stale, whatever became of its PID (reused by a
+    restarted container). Where the lock cannot be asked (no OS locks on this filesystem) or its writer is on
+    another host: stale when its PID is gone on this host, or, another host, no heartbeat for 5 minutes."""
+    path = output_dir / LOCK
+    if not path.is_file():
         return None
-    if record.get("host") == socket.gethostname():
+    record = _read_json(path) or {}
+    held = _os_lock_held(path)
+    if held:
+        return {**record, "by": "lock"}
+    if not record:
+        return None
+    local = record.get("host") == socket.gethostname()
+    if local and held is False:
+        return None
+    if local:
         try:
             os.kill(int(record.get("pid", 0)), 0)
         except ProcessLookupError:
             return None
         except PermissionError:
-            return record  # alive, another user's
-        return record if int(record.get("pid", 0)) > 0 else None
+            pass  # alive, another user's
+        return {**record, "by": "pid"} if int(record.get("pid", 0)) > 0 else None
     status = _read_json(output_dir / RUN_STATUS) or {}
-    beat = status.get("heartbeat_unix", 0)
-    return record if time.time() - float(beat) < STALE_AFTER_S else None
+    age = time.time() - float(status.get("heartbeat_unix", 0))
+    return {**record, "by": "heartbeat", "heartbeat_age": age} if age < STALE_AFTER_S else None
+
+
+def _os_lock_held(path: Path) -> bool | None:
+    """Whether another open file holds the OS lock on `path`; None where that cannot be asked."""
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: two probes never refuse each other
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None  # ENOLCK, EOPNOTSUPP...: no OS locks on this filesystem
+    finally:
+        os.close(descriptor)  # closing drops the probe's own lock
+    return False
 
 
 def in_use(output_dir: Path, holder: dict[str, Any]) -> UserInputError:
-    """The one-line refusal of a folder whose lock a live run holds."""
+    """The one-line refusal of a folder whose lock a live run holds (and, where only its PID or heartbeat tells,
+    what makes it stale)."""
+    why = ""
+    if holder.get("by") == "pid":
+        why = (
+            f" (this filesystem has no file locks, so only the PID tells: if PID {holder.get('pid')} is no training "
+            f"run, e.g. after a container restart, delete {output_dir / LOCK})"
+        )
+    elif holder.get("by") == "heartbeat":
+        why = (
+            f" (its heartbeat is {holder['heartbeat_age']:.0f} s old: a run on another host counts as ended "
+            f"{STALE_AFTER_S / 60:.0f} minutes after its last one)"
+        )
     return UserInputError(
         f"output_dir {output_dir} is in use by a training run (PID {holder.get('pid')} on {holder.get('host')}, "
-        f"since {holder.get('started')}); wait for it to end or choose another --output_dir"
+        f"since {holder.get('started')}); wait for it to end or choose another --output_dir{why}"
     )
 
 
@@ -158,34 +214,99 @@ def check_free_space(output_dir: Path, model: Any) -> None:
 
 
 class RunLock:
-    """`output_dir/.sspa-train.lock` (PID, host, start), created atomically; a stale one is taken over."""
+    """`output_dir/.sspa-train.lock`: the OS lock held for the whole run, the file naming its PID, host and start.
+
+    A process forked while it is held (data-loader and pool workers) does not keep it: a worker that outlives a
+    killed run does not lock the folder."""
 
     def __init__(self, output_dir: Path) -> None:
         self.path = output_dir / LOCK
-        self.held = False
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._descriptor is not None
 
     def acquire(self) -> RunLock:
+        """Take the lock, or refuse (UserInputError) while a live run holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
-        for _ in range(2):
+        for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                descriptor, created = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644), True
             except FileExistsError:
+                try:
+                    descriptor, created = os.open(self.path, os.O_RDWR), False
+                except FileNotFoundError:  # released meanwhile
+                    continue
+            locked = _lock(descriptor)
+            if locked is None and not created:  # no OS locks here: the record alone tells a live holder
                 holder = lock_holder(self.path.parent)
+                os.close(descriptor)
                 if holder is not None:
-                    raise in_use(self.path.parent, holder) from None
+                    raise in_use(self.path.parent, holder)
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record, handle)
-            self.held = True
+            if locked is False:
+                os.close(descriptor)
+                raise in_use(self.path.parent, lock_holder(self.path.parent) or _read_json(self.path) or {})
+            if not _same_file(descriptor, self.path):  # released (removed) between our open and our lock: again
+                os.close(descriptor)
+                continue
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, json.dumps(record).encode())
+            self._descriptor = descriptor
+            _HELD.add(descriptor)
             return self
         raise UserInputError(f"output_dir {self.path.parent}: could not take {LOCK}")
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        """Remove the file, then drop the lock (closing it): a process waiting on the old file then takes a new one."""
+        if self._descriptor is None:
+            return
+        self.path.unlink(missing_ok=True)
+        _HELD.discard(self._descriptor)
+        os.close(self._descriptor)
+        self._descriptor = None
+
+
+_HELD: set[int] = set()  # lock descriptors of this process, closed in forked children (`RunLock`)
+
+
+def _forget_held_locks() -> None:
+    """In a forked child: close the parent's lock descriptors (closing one copy never unlocks the parent's)."""
+    for descriptor in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_locks)
+
+
+def _lock(descriptor: int) -> bool | None:
+    """Take the exclusive OS lock without waiting: True taken, False held by another, None: no OS locks here."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        return None
+    return True
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino)
 
 
 def start_over(output_dir: Path) -> None:

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from sspa_hf.commands.prepare import main
 from sspa_hf.data import PrepareOptions, prepare_source
 from sspa_hf.errors import UserInputError
 from sspa_hf.run_folder import LOCK
+from sspa_hf.run_guard import RunLock
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no samples of class:UserWarning")
 
@@ -166,13 +166,14 @@ def test_partial_folder_of_other_options_is_removed_and_a_live_one_refused(tmp_p
     assert not other.exists() and not partials(out) and f"removed {other}" in caplog.text
 
     live = shards_module.partial_folder(tmp_path / "again", 2**22 + 2)
-    live.mkdir()
-    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01 00:00:00"}
-    (live / LOCK).write_text(json.dumps(lock))
-    with pytest.raises(UserInputError, match=f"another sspa-prepare \\(PID {os.getpid()} on"):
-        prepare_source(spec, tmp_path / "again", PrepareOptions(image_size=32, num_proc=1))
-    capsys.readouterr()
-    assert main([spec, str(tmp_path / "again"), "-q"]) == 2
+    lock = RunLock(live).acquire()  # a live prepare: it holds the OS lock
+    try:
+        with pytest.raises(UserInputError, match=f"another sspa-prepare \\(PID {os.getpid()} on"):
+            prepare_source(spec, tmp_path / "again", PrepareOptions(image_size=32, num_proc=1))
+        capsys.readouterr()
+        assert main([spec, str(tmp_path / "again"), "-q"]) == 2
+        assert sorted(p.name for p in live.iterdir()) == [LOCK] and not (tmp_path / "again").exists()
+    finally:
+        lock.release()
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"PID {os.getpid()}" in err
-    assert sorted(p.name for p in live.iterdir()) == [LOCK] and not (tmp_path / "again").exists()

@@ -111,7 +111,7 @@ def test_sigterm_marks_the_run_interrupted_and_names_no_incomplete_checkpoint(tm
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     status = json.loads((out / "run_status.json").read_text())
     assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
     assert status["last_checkpoint"] is None  # an empty checkpoint folder is no resume point (issue 18)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
-from ..errors import UserInputError
+from ..errors import Terminated, UserInputError, first_line
 
 
 def snake_case_flags(argv: Sequence[str] | None = None) -> list[str]:
@@ -22,13 +24,28 @@ def snake_case_flags(argv: Sequence[str] | None = None) -> list[str]:
     return args
 
 
-def run_command(name: str, body: Callable[[], int]) -> int:
-    """Run a command body; a user mistake becomes one line on stderr and exit status 2, not a traceback."""
+def run_command(name: str, body: Callable[[], int], sigterm: str | None = None) -> int:
+    """Run a command body; a user mistake becomes one line on stderr and exit status 2, not a traceback; Ctrl-C
+    exits 130, a SIGTERM 143 (128 + the signal), each with one line.
+
+    `sigterm`: what a SIGTERM means until the body installs its own handler (it is installed first, before the
+    body's imports), e.g. that nothing was started yet."""
+    previous = None
+    if sigterm is not None and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signum, sigterm))
     try:
         return body()
     except UserInputError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {first_line(exc) if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum: int, detail: str) -> None:
+    """The SIGTERM handler `run_command` installs: the stop, with what it means at this point."""
+    raise Terminated(signum, f" {detail}")

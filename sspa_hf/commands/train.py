@@ -245,7 +245,8 @@ def print_summary(metrics: dict[str, Any], class_names: list[str], quality: dict
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_command("sspa-train", lambda: _main(argv))
+    early = "before training started: nothing was trained; run the same command again to start it"
+    return run_command("sspa-train", lambda: _main(argv), sigterm=early)
 
 
 def _main(argv: list[str]) -> int:
@@ -272,7 +273,8 @@ def _main(argv: list[str]) -> int:
         start_over(output_dir)  # with a resume, the checkpoints are what it continues from
     status = RunStatus(output_dir, enabled=training_args.should_save)
     status.resumed_from = training_args.resume_from_checkpoint or None
-    previous = signal.signal(signal.SIGTERM, terminate) if _in_main_thread() else None
+    if _in_main_thread():  # until the command ends (run_command then puts back the handler it found)
+        signal.signal(signal.SIGTERM, terminate)
     try:
         status.write("running")
         train(model_args, data_args, training_args, status=status, push_at_end=push_at_end)
@@ -287,8 +289,6 @@ def _main(argv: list[str]) -> int:
             remove_if_only_bookkeeping(output_dir)  # a failed attempt leaves no half-made run folder
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         if lock is not None:
             lock.release()
     _leave_process_group()
