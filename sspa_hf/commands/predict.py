@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
-from ..data.images import BadImageError, decode, to_rgb
-from ..data.schema import IMAGE_EXTENSIONS
+from ..data.images import IMAGE_EXTENSIONS, BadImageError, decode, to_rgb
 from ..errors import UserInputError
 from ..face_inference import (
     FaceRow,
@@ -29,7 +28,6 @@ from ..face_inference import (
     preparation_of,
     video_frames,
 )
-from ..pipeline_sspa import SSPAImageClassificationPipeline
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 
@@ -274,7 +272,6 @@ def face_rows_json(rows: Sequence[FaceRow]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, expand the images, classify them, write the results."""
-    from transformers import pipeline
 
     if args.top_k < 1:
         raise UserInputError(f"--top_k must be >= 1, got {args.top_k}")
@@ -299,6 +296,10 @@ def run(args: argparse.Namespace) -> int:
         require_cv2()
     device = resolve_device(args.device)
     model, processor = load_model(args.model, args.trust_remote_code)
+    from transformers import pipeline  # both import transformers' model stack: after the checks above
+
+    from ..pipeline_sspa import SSPAImageClassificationPipeline
+
     top_k = min(args.top_k, model.config.num_labels)
     classifier = pipeline(
         "image-classification",

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..modeling_sspa import transition_nll
 from .base import Batch, SelectionMode
 
 if TYPE_CHECKING:
@@ -42,6 +41,8 @@ class TransitionMode(SelectionMode):
         self.judgement: dict[str, np.ndarray] = {}  # the per-sample verdict, after training
 
     def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        from ..modeling_sspa import transition_nll  # on first use: the argument parser imports the modes
+
         outputs = model(pixel_values=batch["pixel_values"])
         labels = batch["labels"]
         per_sample = torch.where(

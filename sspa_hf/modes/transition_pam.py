@@ -18,7 +18,6 @@ import torch
 
 from ..callbacks import say
 from ..errors import UserInputError
-from ..modeling_sspa import transition_nll
 from ..run_folder import VERDICT_STATE
 from .base import Batch, FrozenPartitionMode
 from .transition import TransitionMode
@@ -96,6 +95,8 @@ class TransitionPamMode(TransitionMode, FrozenPartitionMode):
     def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if self.judged_at is None:
             return super().loss(model, batch, weight)
+        from ..modeling_sspa import transition_nll  # on first use: the argument parser imports the modes
+
         pixels, labels, clean = self.paired_inputs(batch)
         outputs = model(pixel_values=pixels)
         through_m = clean & ~batch["is_target"].to(pixels.device)  # kept auxiliary faces, unmixed
