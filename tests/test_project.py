@@ -3,6 +3,7 @@ resolves to a main()."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import tomllib
 from pathlib import Path
@@ -60,6 +61,9 @@ def test_readme_train_from_python_snippet_runs(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "eval_accuracy" in printed and "eval_macro_f1" in printed
     assert (tmp_path / "outputs" / "python" / "model.safetensors").is_file()
+    metrics = ast.literal_eval(next(line for line in printed.splitlines()[::-1] if "'eval_accuracy': " in line))
+    # it has learnt: far above the 14 % of one class for every face (the README says 64.5 % here)
+    assert metrics["eval_accuracy"] > 0.4 and metrics["eval_macro_f1"] > 0.4
 
 
 def _module_imports(path: Path, name: str, known: set[str]) -> set[str]:
