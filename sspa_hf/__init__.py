@@ -1,10 +1,14 @@
 """sspa-hf: SSPA-JT joint training for facial expression recognition on Hugging Face transformers.
 
-Importing the package registers `SSPAConfig` / `SSPAForImageClassification` with the Auto classes, and marks
-them for `auto_map` so saved folders also load with `trust_remote_code=True` where the package is absent.
+Importing the package registers `SSPAConfig` with `AutoConfig`; `SSPAForImageClassification` joins
+`AutoModelForImageClassification` when the first `SSPAConfig` is made, which every Auto path does before it looks
+the model class up (configuration_sspa.py). Both are marked for `auto_map`, so saved folders also load with
+`trust_remote_code=True` where the package is absent.
 
-The training API (`SSPATrainer`, the argument dataclasses, `build_model`, `load_source`, `build_joint`) is exported
-lazily (PEP 562): `import sspa_hf` does not import the trainer or `datasets`; the first use of a name does.
+Everything else (the model, the image processor, `SSPATrainer`, the argument dataclasses, `build_model`,
+`load_source`, `build_joint`) is exported lazily (PEP 562): `import sspa_hf` imports no model code, trainer or
+`datasets`, so that every command answers --help and refuses bad input before the heavy imports; the first use of
+a name imports its module.
 """
 
 from __future__ import annotations
@@ -12,28 +16,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from transformers import AutoConfig, AutoModelForImageClassification
+from transformers import AutoConfig
 
 from .configuration_sspa import SSPAConfig, resnet18_config
 from .labels import EXPRESSIONS, ID2LABEL, LABEL2ID
-from .modeling_sspa import SSPAForImageClassification, SSPAOutput
-from .processing import make_image_processor
 
 if TYPE_CHECKING:
     from .arguments import DataArguments, ModelArguments, SSPATrainingArguments
     from .build import build_model
     from .data import build_joint, load_source
+    from .modeling_sspa import SSPAForImageClassification, SSPAOutput
+    from .processing import make_image_processor
     from .trainer import SSPATrainer
 
 __version__ = "0.1.0"
 
 AutoConfig.register(SSPAConfig.model_type, SSPAConfig, exist_ok=True)
-AutoModelForImageClassification.register(SSPAConfig, SSPAForImageClassification, exist_ok=True)
 SSPAConfig.register_for_auto_class()
-SSPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 #: Lazily exported name -> the module (relative to this package) that defines it.
 _LAZY: dict[str, str] = {
+    "SSPAForImageClassification": ".modeling_sspa",
+    "SSPAOutput": ".modeling_sspa",
+    "make_image_processor": ".processing",
     "SSPATrainer": ".trainer",
     "SSPATrainingArguments": ".arguments",
     "ModelArguments": ".arguments",

@@ -227,7 +227,6 @@ class SSPATrainingArguments(TrainingArguments):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        super().__post_init__()
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
         if not 0.0 <= self.ema_momentum < 1.0:
@@ -250,4 +249,7 @@ class SSPATrainingArguments(TrainingArguments):
             )
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must stay False: SSPA needs sample_index and is_target")
+        # Transformers' own checks after SSPA's: they import its model stack (report_to), seconds a refusal of
+        # SSPA's own values need not wait for.
+        super().__post_init__()
         check_mode(self)  # last: a mode's checks may read any of the above

@@ -5,6 +5,8 @@ This file is copied into every saved model folder (``auto_map``), so it imports 
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any
 
 from transformers import PretrainedConfig, ResNetConfig
@@ -97,6 +99,7 @@ class SSPAConfig(PretrainedConfig):
         self.logit_adjustment = None if logit_adjustment is None else [float(v) for v in logit_adjustment]
         if backbone == "arm":
             self.arm_feature_side()  # validates channels and input size early, with a message naming them
+        register_model_class()
 
     def arm_feature_side(self) -> int:
         """Side of ARM's square affinity map: ResNet map x16 (PixelShuffle), then the de-albino conv."""
@@ -120,3 +123,12 @@ class SSPAConfig(PretrainedConfig):
         if self.backbone == "arm":
             return self.arm_feature_side() ** 2
         return self.backbone_config.hidden_sizes[-1]
+
+
+def register_model_class() -> None:
+    """Import the installed package's model module, which registers `SSPAForImageClassification` with
+    `AutoModelForImageClassification`: every Auto path (`from_pretrained`, `from_config`, `pipeline`) makes the
+    config before it looks the model class up, so `import sspa_hf` need not import the model. A saved folder's copy
+    of this file (trust_remote_code) leaves it to the folder's `auto_map`."""
+    if __package__ == "sspa_hf" and "sspa_hf.modeling_sspa" not in sys.modules:
+        importlib.import_module("sspa_hf.modeling_sspa")

@@ -21,7 +21,6 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from .data.faces import DEFAULT_DETECTOR, DETECTION_MARGIN, Box, check_detector, get_detector
-from .data.prepare import ALIGNED_SIZE, crop_detected, fit_size
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +93,8 @@ def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
 
 def find_faces(image: Image.Image, preparation: dict[str, Any]) -> list[tuple[Box, Image.Image]]:
     """Every detected face of `image` (largest first): its box and the face prepared as at training time."""
+    from .data.prepare import ALIGNED_SIZE, crop_detected, fit_size  # `datasets`: not before sspa-predict's checks
+
     detector = get_detector(preparation["detector"])
     crop_size = int(preparation["crop_size"])
     widening, align = float(preparation["box_widening"]), bool(preparation["align"])

@@ -153,11 +153,36 @@ def selection_counts(
     return {"target": count(is_target), "auxiliary": count(~is_target), "selected": count(~is_target & clean)}
 
 
+#: Share of the predictions one class may take before the evaluation says the model has not learnt.
+ONE_CLASS_SHARE = 0.9
+
+
+def one_class_warning(metrics: dict[str, Any], class_names: Sequence[str]) -> str | None:
+    """One line when a model predicts one class for nearly every face (a run that has not learnt: the figures
+    beside it mean nothing), saying what to change; None otherwise or when the faces are all of one class."""
+    cm = np.asarray(metrics.get("confusion_matrix", []))
+    if cm.ndim != 2 or cm.sum() == 0 or (cm.sum(axis=1) > 0).sum() < 2:
+        return None
+    predicted = cm.sum(axis=0)
+    top = int(predicted.argmax())
+    share = predicted[top] / predicted.sum()
+    if share < ONE_CLASS_SHARE:
+        return None
+    return (
+        f"warning: the model predicts {class_names[top]} for {100 * share:.0f} % of the faces: it has not learnt to "
+        "tell the expressions apart, so the figures below mean nothing; train longer (more epochs or more faces), "
+        "or with a smaller learning rate"
+    )
+
+
 def format_summary(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
     """A short text table: the four summary scores (and the classes they leave out), then precision/recall/F1/
-    support per class; an absent class has no recall or F1."""
+    support per class; an absent class has no recall or F1. First, the one-line warning of `one_class_warning`
+    when the model predicts one class for nearly every face."""
     absent = metrics.get("absent_classes", [])
+    warning = one_class_warning(metrics, class_names)
     lines = [
+        *([warning] if warning else []),
         f"accuracy         {100 * metrics['accuracy']:6.2f} %",
         f"macro precision  {100 * metrics['macro_precision']:6.2f} %",
         f"macro recall     {100 * metrics['macro_recall']:6.2f} %",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, ResNetModel
+from transformers import AutoModelForImageClassification, PreTrainedModel, ResNetModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -219,3 +219,9 @@ def transition_nll(auxiliary_log_probs: torch.Tensor, labels: torch.Tensor) -> t
     """Per-sample -log sum_j M[y, j] p_i(j), averaged over the k experts (selection_mode 'transition'); (batch,)."""
     index = labels.view(-1, 1, 1).expand(-1, auxiliary_log_probs.shape[1], 1)
     return -auxiliary_log_probs.gather(2, index).squeeze(2).mean(dim=1)
+
+
+# What the model class adds to the Auto classes: `AutoModelForImageClassification` finds it from an SSPAConfig, and
+# `save_pretrained` writes it into `auto_map`. Done on import, which the first SSPAConfig triggers (configuration_sspa).
+AutoModelForImageClassification.register(SSPAConfig, SSPAForImageClassification, exist_ok=True)
+SSPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from transformers import ViTImageProcessorPil
+if TYPE_CHECKING:
+    from transformers import ViTImageProcessorPil
 
 # ImageNet statistics: what MS-Celeb-1M and ImageNet ResNet-18 checkpoints used by FER work were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -19,6 +21,8 @@ def make_image_processor(
     Saved under the type name "ViTImageProcessor", so `AutoImageProcessor` and `pipeline` load it with either the
     PIL or the torchvision backend.
     """
+    from transformers import ViTImageProcessorPil  # 2 s of imports: not for the argument dataclasses' constants
+
     return ViTImageProcessorPil(
         do_resize=True,
         size={"height": image_size, "width": image_size},

@@ -89,7 +89,7 @@ def test_export_refuses_a_changed_data_set_and_missing_pieces_in_one_line(run, t
     assert len(err.splitlines()) == 1 and "changed since the run" in err and not (tmp_path / "out").exists()
     (copy / "data_args.json").unlink()
     assert export_main([str(copy), str(tmp_path / "out")]) == 2
-    assert "data_args.json is missing" in capsys.readouterr().err
+    assert "has no data_args.json" in capsys.readouterr().err  # a run made from Python: the flags to pass
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
     assert export_main([str(run), str(tmp_path / "taken")]) == 2

@@ -132,7 +132,7 @@ def test_prepare_killed_with_sigkill_resumes(tmp_path, counted):
     spec = build_affectnet(tmp_path / "raw")
     prepare_source(spec, tmp_path / "whole", PrepareOptions(image_size=48, num_proc=1))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), *sys.path])}
     child = subprocess.Popen(
         [sys.executable, "-c", KILLABLE.format(shard=SHARD), spec, str(out)], env=env, stderr=subprocess.DEVNULL
     )

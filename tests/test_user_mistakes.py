@@ -42,7 +42,8 @@ def test_without_pairing_a_long_selection_is_allowed_and_explained(tmp_path, cap
     from sspa_hf.commands.train import check_arguments
 
     with caplog.at_level("WARNING"):  # said while the arguments are validated
-        args = parse_arguments([QUICKSTART, *TINY, "--selection_epochs", "5", "--use_pairing", "false"])
+        out = ["--output_dir", str(tmp_path / "out")]  # never the recipe's own, relative to the checkout
+        args = parse_arguments([QUICKSTART, *TINY, *out, "--selection_epochs", "5", "--use_pairing", "false"])
         assert check_arguments(*args) is False
     assert "never frozen" in caplog.text
 
@@ -82,13 +83,14 @@ def test_start_up_mistakes_are_one_line_before_any_work(tmp_path, capsys, monkey
     assert (tmp_path / "a_file").read_text() == "not a folder"
 
 
-def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(monkeypatch):
+def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     from sspa_hf.commands.train import check_arguments
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    args = parse_arguments([QUICKSTART, *TINY, "--push_to_hub", "true", "--hub_strategy", "end"])
+    out = ["--output_dir", str(tmp_path / "out")]
+    args = parse_arguments([QUICKSTART, *TINY, *out, "--push_to_hub", "true", "--hub_strategy", "end"])
     assert check_arguments(*args) is True  # push deferred to the end
     assert args[2].push_to_hub is False  # so the Trainer does not create the repository now
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -40,13 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if output.suffix.lower() != ".onnx":
         raise UserInputError(f"{args.output}: the output file name must end with .onnx")
     check_output_file(output, "OUT.onnx")
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-    except ImportError:
-        raise UserInputError("ONNX export needs the onnx package: pip install 'sspa-hf[onnx]'") from None
+    if importlib.util.find_spec("onnx") is None:  # the exporter needs it; found without importing it
+        raise UserInputError("ONNX export needs the onnx package: pip install 'sspa-hf[onnx]'")
+    model, _ = load_model(args.model, args.trust_remote_code, PROG)
     from ..onnx_export import export_onnx, parity
 
-    model, _ = load_model(args.model, args.trust_remote_code, PROG)
     export_onnx(model, output)
     side = model.config.image_size
     print(f"{PROG}: wrote {output} (pixel_values (batch, 3, {side}, {side}) -> logits)")

@@ -5,7 +5,10 @@ sspa-export-selection runs/rafdb_affectnet10 data/affectnet10_kept --kept_only -
 
 The run folder holds the selection (`selection.parquet`) and the data arguments it trained on (`data_args.json`),
 not the images: the auxiliary set is rebuilt from those arguments (same seed, same fraction) and joined on
-sample_index and id, so a data set that changed since the run is refused instead of mislabelled.
+sample_index and id, so a data set that changed since the run is refused instead of mislabelled. A run made from
+Python (`SSPATrainer`, no data_args.json) is exported the same way once its data sets are given as flags:
+
+sspa-export-selection outputs/python data/clean --target_dataset SPEC --auxiliary_dataset SPEC [--seed N]
 """
 
 from __future__ import annotations
@@ -36,18 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", metavar="OUT", help="new folder for the data set (datasets' save_to_disk)")
     parser.add_argument("--kept_only", action="store_true", help="write only the consistent (kept) samples")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", default=None, help="also publish it as a Hub data set")
+    data = parser.add_argument_group(
+        "data sets",
+        "what the run trained on, for a run made from Python (no data_args.json), or to replace what data_args.json "
+        "says (a data set that moved); the samples are matched to the selection by id, so a wrong one is refused",
+    )
+    data.add_argument("--target_dataset", metavar="SPEC", default=None, help="the target data spec")
+    data.add_argument("--auxiliary_dataset", metavar="SPEC", default=None, help="the auxiliary data spec")
+    data.add_argument("--seed", type=int, default=None, help="build_joint's seed (default: the run's, else 0)")
     return parser
 
 
-def read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The run's selection table (pyarrow) and data arguments; a missing piece is a one-line error."""
+def read_run(run_dir: Path, given: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The run's selection table (pyarrow) and data arguments (data_args.json, with the `given` flags' values over
+    it); a missing piece is a one-line error saying which flags a run made from Python needs."""
     import pyarrow.parquet as pq
 
     table_path, args_path = run_dir / SELECTION_TABLE, run_dir / DATA_ARGS_FILE
-    for path in (table_path, args_path):
-        if not path.is_file():
-            raise UserInputError(f"{run_dir} is not a finished sspa-train run folder: {path.name} is missing")
-    return pq.read_table(table_path), json.loads(args_path.read_text())
+    if not table_path.is_file():
+        raise UserInputError(f"{run_dir} is not a finished training run folder: {table_path.name} is missing")
+    given = {key: value for key, value in (given or {}).items() if value is not None}
+    if args_path.is_file():
+        return pq.read_table(table_path), {**json.loads(args_path.read_text()), **given}
+    missing = [f"--{key} SPEC" for key in ("target_dataset", "auxiliary_dataset") if key not in given]
+    if missing:
+        raise UserInputError(
+            f"{run_dir} has no {args_path.name} (a run made from Python, not by sspa-train): pass the data sets it "
+            f"trained on, {' '.join(missing)} (and --seed N if build_joint had seed N)"
+        )
+    return pq.read_table(table_path), {"seed": 0, **given}
 
 
 def selection_columns(table: Any) -> dict[str, tuple[np.ndarray, bool]]:
@@ -58,12 +78,13 @@ def selection_columns(table: Any) -> dict[str, tuple[np.ndarray, bool]]:
     return exported_columns(table)
 
 
-def auxiliary_with_selection(run_dir: Path) -> Any:
-    """The run's auxiliary samples (a `datasets.Dataset` with images) plus the selection columns."""
-    from ..arguments import DataArguments
+def auxiliary_with_selection(run_dir: Path, given: dict[str, Any] | None = None) -> Any:
+    """The run's auxiliary samples (a `datasets.Dataset` with images) plus the selection columns; `given`: data
+    arguments from the command line (see `read_run`)."""
+    table, record = read_run(run_dir, given)
+    from ..arguments import DataArguments  # the model and data stacks: after the checks of read_run
     from ..build import build_train_set
 
-    table, record = read_run(run_dir)
     seed, expected = record.pop("seed"), record.pop("num_samples", None)
     data_args = DataArguments(**{k: v for k, v in record.items() if k in DataArguments.__dataclass_fields__})
     if not data_args.auxiliary_dataset:
@@ -132,7 +153,8 @@ def export(args: argparse.Namespace) -> Any:
         problem = push_problem()
         if problem:
             raise UserInputError(f"--push_to_hub: {problem}")
-    full = auxiliary_with_selection(run_dir)
+    given = {"target_dataset": args.target_dataset, "auxiliary_dataset": args.auxiliary_dataset, "seed": args.seed}
+    full = auxiliary_with_selection(run_dir, given)
     data = full.filter(lambda kept: kept, input_columns="consistent") if args.kept_only else full
     data.save_to_disk(str(out))
     card = dataset_card(data, run_dir, args.kept_only, full)

@@ -57,12 +57,14 @@ def load_model(name: str, trust_remote_code: bool = False, prog: str = "sspa-hf"
     `trust_remote_code` the modelling code saved beside the weights (`auto_map`) is used instead: the way to run
     a folder written by another version of sspa-hf.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification  # (sspa_hf registered them)
-
     from ..hub import check_model_reference
 
     check_model_reference(name, "model")  # a local folder first; a Hub id only when the Hub can be reached
     check_model_folder(name, prog)
+    # After the checks: the Auto classes import transformers' model and image-processing stacks, seconds that a
+    # one-line refusal need not wait for (sspa_hf registered its classes with them).
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
     try:
         model_class = _remote_model_class(name) if trust_remote_code else None
         if model_class is not None:

@@ -19,8 +19,7 @@ from typing import Any
 from PIL import Image
 
 from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
-from ..data.images import BadImageError, decode, to_rgb
-from ..data.schema import IMAGE_EXTENSIONS
+from ..data.images import IMAGE_EXTENSIONS, BadImageError, decode, to_rgb
 from ..errors import UserInputError
 from ..face_inference import (
     FaceRow,
@@ -32,7 +31,6 @@ from ..face_inference import (
     video_frames,
 )
 from ..image_check import check_one
-from ..pipeline_sspa import SSPAImageClassificationPipeline
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 from .output_paths import check_output_file, check_output_folder
@@ -373,8 +371,6 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path | None, Path | None]
 def run(args: argparse.Namespace) -> int:
     """Check the arguments and the output paths, expand the images, load the model, then classify the images,
     writing the rows as they come; 1 if some image could not be read (its row says why)."""
-    from transformers import pipeline
-
     output, annotate_dir = check_arguments(args)
     paths = expand_images(args.images)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
@@ -384,6 +380,10 @@ def run(args: argparse.Namespace) -> int:
         require_cv2()
     device = resolve_device(args.device)
     model, processor = load_model(args.model, args.trust_remote_code, PROG)
+    from transformers import pipeline  # both import transformers' model stack: after the checks above
+
+    from ..pipeline_sspa import SSPAImageClassificationPipeline
+
     top_k = min(args.top_k, model.config.num_labels)
     classifier = pipeline(
         "image-classification",

@@ -211,8 +211,11 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
     if argv and argv[0].endswith(RECIPE_SUFFIXES):
         recipe, flags = Path(argv[0]), argv[1:]
         parser.set_defaults(**recipe_defaults(parser, recipe))
+    # An unknown flag is refused before the dataclasses are built: building TrainingArguments imports transformers'
+    # model stack (its report_to integrations), seconds that a one-line refusal need not wait for.
+    _refuse_unknown(parser, parser.parse_known_args(args=flags)[1])
     try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(
+        *parsed, _ = parser.parse_args_into_dataclasses(
             args=flags, return_remaining_strings=True, look_for_args_file=False
         )
     except ValueError as exc:  # values refused by the dataclasses' __post_init__
@@ -220,14 +223,18 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, SSP
             raise
         message = first_line(exc)
         raise UserInputError(f"{_blame(message, parser, flags, recipe)}: {message}") from exc
+    model_args, data_args, training_args = parsed
+    return model_args, data_args, training_args
+
+
+def _refuse_unknown(parser: TrainArgumentParser, remaining: list[str]) -> None:
+    """One line for the first command-line string no option took: an unknown flag, or a stray argument."""
     if remaining:
         first = remaining[0]
         if first.startswith("-"):
             known = [opt for action in parser._actions for opt in action.option_strings if opt.startswith("--")]
             raise UserInputError(f"unknown flag {first}{_did_you_mean(first.split('=')[0], known)}")
         raise UserInputError(f"unexpected argument {first!r} (the recipe, if any, must come first)")
-    model_args, data_args, training_args = parsed
-    return model_args, data_args, training_args
 
 
 # Never written to recipe.yaml: the run folder is pushed to the Hub with the model.

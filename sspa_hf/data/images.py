@@ -11,6 +11,9 @@ from PIL import Image, ImageOps
 from ..errors import UserInputError
 from ..pixels import to_rgb
 
+#: File extensions read as images in folder layouts and by sspa-predict (lower case).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
 #: Formats whose pixels are exact; a face cut from one is stored as PNG, from any other as JPEG.
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM", "PGM"})
 ORIENTATION = 0x0112  # the EXIF orientation tag

@@ -16,6 +16,7 @@ from datasets import Dataset, Features, Image, Value
 
 from ..errors import UserInputError
 from ..labels import EXPRESSIONS, LABEL2ID, class_label_feature
+from .images import IMAGE_EXTENSIONS  # file extensions read as images in folder layouts (lower case)
 
 logger = logging.getLogger("sspa_hf.data")
 
@@ -23,8 +24,6 @@ logger = logging.getLogger("sspa_hf.data")
 BASE_COLUMNS: tuple[str, ...] = ("image", "label", "source", "id", "reference_label")
 #: Per-row geometry a reader may attach for `sspa-prepare`; removed from the prepared dataset.
 GEOMETRY_COLUMNS: tuple[str, ...] = ("face_box", "landmarks")
-#: File extensions read as images in folder layouts (lower case).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Split names normalised to ours.
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train",

@@ -22,7 +22,6 @@ import torch
 
 from ..callbacks import say
 from ..data.columns import read_column
-from ..modeling_sspa import expert_cross_entropy
 from ..pairing import PairedMixup, allocate_across
 from ..selection import SampleSelector
 
@@ -179,6 +178,8 @@ class SelectionMode:
     # ----- shared pieces -----
     def cross_entropy(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         """Each expert's cross-entropy with the run's label smoothing, averaged over experts; (B,)."""
+        from ..modeling_sspa import expert_cross_entropy  # on first use: the argument parser imports the modes
+
         return expert_cross_entropy(outputs.expert_logits, labels, self.args.label_smoothing_factor)
 
 

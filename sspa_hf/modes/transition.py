@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..modeling_sspa import transition_nll
 from .base import USE_SELECTION, Batch, SelectionMode, VerdictColumn, refuse_without_selection
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ class Transition:
 
     def nll(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         """-log sum_j M[y, j] p(j | x) per sample, averaged over experts; (B,)."""
+        from ..modeling_sspa import transition_nll  # on first use: the argument parser imports the modes
+
         return transition_nll(outputs.auxiliary_log_probs, labels)
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
