@@ -29,7 +29,7 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
 _TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
 
 
-def _safetensors_problem(path: Path) -> str | None:
+def safetensors_problem(path: Path) -> str | None:
     """Why a .safetensors file is torn: `safe_open` refuses a file whose size is not the header's (any cut)."""
     try:
         with safe_open(path, framework="numpy"):
@@ -38,7 +38,7 @@ def _safetensors_problem(path: Path) -> str | None:
         return f"{path.name} is truncated or corrupt ({path.stat().st_size} bytes)"
 
 
-def _torch_file_problem(path: Path) -> str | None:
+def torch_file_problem(path: Path) -> str | None:
     """Why a torch.save file (a zip archive) is torn: a cut-off file has no readable central directory."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -70,9 +70,9 @@ def checkpoint_problem(folder: str | Path, need_optimizer: bool = True) -> str |
         path = folder / name
         problem = None
         if name.endswith(".safetensors"):
-            problem = _safetensors_problem(path)
+            problem = safetensors_problem(path)
         elif name in _TORCH_FILES or name.startswith("rng_state_") or name == "pytorch_model.bin":
-            problem = _torch_file_problem(path)
+            problem = torch_file_problem(path)
         if problem:
             return problem
     return None

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import _safetensors_problem, _torch_file_problem, checkpoints_newest_first
+from ..checkpoints import checkpoints_newest_first, safetensors_problem, torch_file_problem
 from ..errors import UserInputError, first_line
 from ..run_folder import RECIPE, RUN_STATUS
 
@@ -148,10 +148,10 @@ def model_files_problem(folder: Path) -> str | None:
         except (OSError, ValueError):
             return f"{json_name} is truncated or corrupt"
     for path in sorted(folder.glob("*.safetensors")):
-        if problem := _safetensors_problem(path):
+        if problem := safetensors_problem(path):
             return problem
     if "pytorch_model.bin" in weights:
-        return _torch_file_problem(folder / "pytorch_model.bin")
+        return torch_file_problem(folder / "pytorch_model.bin")
     return None
 
 
