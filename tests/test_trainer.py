@@ -202,6 +202,7 @@ def test_default_arguments_do_not_clip_gradients(tmp_path, max_grad_norm, clippe
         assert min(recorder.norms) > 0.5, recorder.norms
 
 
+@pytest.mark.slow
 def test_selection_history_records_the_epoch_each_entry_closes(tmp_path):
     trainer = _fit(tmp_path, 60, 60, num_train_epochs=4, selection_epochs=2)
     assert [entry["epoch"] for entry in trainer.selector.history] == [0.0, 1.0, 2.0, 3.0]
