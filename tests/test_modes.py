@@ -56,7 +56,6 @@ def test_a_mode_warns_about_the_settings_it_ignores_and_refuses_what_cannot_work
         SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="cleanlab", use_selection=False)
 
 
-@pytest.mark.slow
 def test_straight_mode_trains_exactly_like_the_paper_mode_with_every_module_off(tmp_path):
     train_set, _ = joint_data(60, 60)
     schedule = {"num_train_epochs": 2, "selection_epochs": 1, "k": 1}
