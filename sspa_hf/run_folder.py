@@ -37,15 +37,14 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .labels import EXPRESSIONS
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-
-    from .selection import SampleSelector
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +68,24 @@ CROSSFIT_PROBS = "crossfit_probs.npz"
 REPORT_FILES: tuple[str, ...] = ("class_distribution.png", "clean_ratio.png", "selection_grid.png")
 
 
+class SelectionState(Protocol):
+    """What `write_selection` reads of a `selection.SampleSelector` (that module imports this one, not back)."""
+
+    labels: torch.Tensor
+    is_target: torch.Tensor
+    clean: torch.Tensor
+    tau: torch.Tensor
+    last_py: torch.Tensor
+    updates: torch.Tensor
+    changed_epoch: torch.Tensor
+    reference_labels: torch.Tensor | None
+    history: list[dict[str, float]]
+
+    def __len__(self) -> int: ...
+
+
 def write_selection(
-    output_dir: str | Path, selector: SampleSelector, train_dataset: Any, extra: dict[str, np.ndarray] | None = None
+    output_dir: str | Path, selector: SelectionState, train_dataset: Any, extra: dict[str, np.ndarray] | None = None
 ) -> None:
     """selection.parquet (one row per training sample, plus `extra` columns) and selection_history.json."""
     import numpy as np

@@ -113,6 +113,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, backbone):
         torch.testing.assert_close(loaded(x).logits, model(x).logits, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_folder_loads_in_a_fresh_process_through_auto_classes_and_pipeline(tmp_path):
     model = tiny_model("arm", image_size=64).eval()
     model.save_pretrained(tmp_path / "model")

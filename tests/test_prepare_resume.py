@@ -128,6 +128,7 @@ prepare_source(sys.argv[1], sys.argv[2], PrepareOptions(image_size=48, num_proc=
 """
 
 
+@pytest.mark.slow
 def test_prepare_killed_with_sigkill_resumes(tmp_path, counted):
     spec = build_affectnet(tmp_path / "raw")
     prepare_source(spec, tmp_path / "whole", PrepareOptions(image_size=48, num_proc=1))

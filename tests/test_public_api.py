@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -75,9 +77,22 @@ def test_auto_classes_still_registered() -> None:
     assert AutoModelForImageClassification._model_mapping[sspa_hf.SSPAConfig] is sspa_hf.SSPAForImageClassification
 
 
-def test_py_typed_is_shipped() -> None:
-    assert (ROOT / "sspa_hf" / "py.typed").is_file()
-    assert "py.typed" in (ROOT / "pyproject.toml").read_text()
+def test_the_wheel_ships_every_package_file(tmp_path) -> None:
+    """A wheel built from a copy of the project (as pip builds it) holds every file of the package: py.typed (type
+    hints for users), the model card template, the `evaluate` metric module and every module."""
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "sspa_hf", source / "sspa_hf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    build = f"from setuptools import build_meta; build_meta.build_wheel({str(tmp_path / 'dist')!r})"
+    done = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    files = {p.relative_to(source).as_posix() for p in (source / "sspa_hf").rglob("*") if p.is_file()}
+    assert "sspa_hf/py.typed" in files and any(name.endswith("modelcard_template.md") for name in files)
+    assert files <= shipped, sorted(files - shipped)
 
 
 def test_run_folder_names_each_file_once_and_lists_it() -> None:
@@ -108,7 +123,7 @@ def test_run_folder_names_each_file_once_and_lists_it() -> None:
     copies = [
         f"{path.relative_to(ROOT)}: {names[name]}"
         for path in (ROOT / "sspa_hf").rglob("*.py")
-        if path.name != "run_folder.py"
+        if path.resolve() != Path(run_folder.__file__).resolve()
         for name in moved
         if f'"{names[name]}"' in path.read_text()
     ]

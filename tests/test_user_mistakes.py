@@ -95,6 +95,7 @@ def test_push_at_the_end_only_trains_now_when_the_hub_is_unreachable(tmp_path, m
     assert args[2].push_to_hub is False  # so the Trainer does not create the repository now
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_interrupted_and_names_no_incomplete_checkpoint(tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(
@@ -146,6 +147,7 @@ class _RevisionHub:
         return done if kwargs.get("run_as_future") else done.result()
 
 
+@pytest.mark.slow
 def test_every_pushed_revision_loads_with_remote_code(tmp_path, monkeypatch):
     import transformers.trainer
 
@@ -192,6 +194,7 @@ def test_eval_of_a_second_dataset_on_the_same_split_keeps_the_first(tmp_path, ca
         eval_command.check_not_another_dataset(folders[0], specs[1], "test")
 
 
+@pytest.mark.slow
 def test_selection_stage_prints_one_line_per_epoch_and_announces_the_frozen_partition(tmp_path, capfd):
     out = tmp_path / "run"
     flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--num_train_epochs", "3", "--selection_epochs", "2"]
