@@ -18,7 +18,7 @@ import numpy as np
 import scipy
 from scipy.optimize import minimize
 
-from sspa_hf.pairing import allocate
+from sspa_hf.training.pairing import allocate
 
 # RAF-DB basic training set, canonical order (anger, disgust, fear, happiness, neutral, sadness, surprise).
 RAFDB_PRIORS = np.array([705, 717, 281, 4772, 2524, 1982, 1290], dtype=float) / 12271

@@ -29,7 +29,7 @@ from test_face_inference import astronaut_face, iou  # noqa: E402
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor  # noqa: E402
 from sspa_hf.data.faces import get_detector  # noqa: E402
 from sspa_hf.errors import UserInputError  # noqa: E402
-from sspa_hf.onnx_export import export_onnx, onnx_probabilities  # noqa: E402
+from sspa_hf.model.onnx_export import export_onnx, onnx_probabilities  # noqa: E402
 
 SIDES = (64, 96, 128, 192, 256)  # pasted crop side; the face is its middle half (32 to 128 px)
 ANGLES = (-30, -15, 0, 15, 30)

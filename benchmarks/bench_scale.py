@@ -92,8 +92,8 @@ def child(
     import numpy as np
     import torch
 
-    import sspa_hf.build as build
-    import sspa_hf.trainer as trainer_module
+    import sspa_hf.training.build as build
+    import sspa_hf.training.trainer as trainer_module
     from sspa_hf.commands import train
     from sspa_hf.modes import get_mode
 

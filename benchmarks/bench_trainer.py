@@ -29,9 +29,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
-from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.data import FERTorchDataset, TrainAugment, build_joint, collate_fer, load_source
-from sspa_hf.trainer import SSPATrainer
+from sspa_hf.training.arguments import SSPATrainingArguments
+from sspa_hf.training.trainer import SSPATrainer
 
 FERPLUS = Path("benchmarks/out/ferplus")
 PAPER_RUN_IMAGES = 80 * (12271 + round(0.10 * 283721))  # 80 epochs of RAF-DB train + 10 % of AffectNet (7 classes)

@@ -21,10 +21,10 @@ from torch import nn
 from transformers import TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
-from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.data import build_joint, load_source
-from sspa_hf.modeling_sspa import expert_cross_entropy, transition_nll
-from sspa_hf.trainer import SSPATrainer
+from sspa_hf.model.modeling_sspa import expert_cross_entropy, transition_nll
+from sspa_hf.training.arguments import SSPATrainingArguments
+from sspa_hf.training.trainer import SSPATrainer
 
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from sspa_hf.checkpoints import checkpoint_problem, checkpoints_newest_first, latest_complete_checkpoint
+from sspa_hf.run.checkpoints import checkpoint_problem, checkpoints_newest_first, latest_complete_checkpoint
 
 RECIPE = str(Path(__file__).resolve().parent / "soak_tiny.yaml")
 

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoConfig
 
-from .configuration_sspa import SSPAConfig, resnet18_config
 from .labels import EXPRESSIONS, ID2LABEL, LABEL2ID
+from .model.configuration_sspa import SSPAConfig, resnet18_config
 
 if TYPE_CHECKING:
-    from .arguments import DataArguments, ModelArguments, SSPATrainingArguments
-    from .build import build_model
     from .data import build_joint, load_source
-    from .modeling_sspa import SSPAForImageClassification, SSPAOutput
-    from .processing import make_image_processor
-    from .trainer import SSPATrainer
+    from .model.modeling_sspa import SSPAForImageClassification, SSPAOutput
+    from .model.processing import make_image_processor
+    from .training.arguments import DataArguments, ModelArguments, SSPATrainingArguments
+    from .training.build import build_model
+    from .training.trainer import SSPATrainer
 
 __version__ = "0.1.0"
 
@@ -36,14 +36,14 @@ SSPAConfig.register_for_auto_class()
 
 #: Lazily exported name -> the module (relative to this package) that defines it.
 _LAZY: dict[str, str] = {
-    "SSPAForImageClassification": ".modeling_sspa",
-    "SSPAOutput": ".modeling_sspa",
-    "make_image_processor": ".processing",
-    "SSPATrainer": ".trainer",
-    "SSPATrainingArguments": ".arguments",
-    "ModelArguments": ".arguments",
-    "DataArguments": ".arguments",
-    "build_model": ".build",
+    "SSPAForImageClassification": ".model.modeling_sspa",
+    "SSPAOutput": ".model.modeling_sspa",
+    "make_image_processor": ".model.processing",
+    "SSPATrainer": ".training.trainer",
+    "SSPATrainingArguments": ".training.arguments",
+    "ModelArguments": ".training.arguments",
+    "DataArguments": ".training.arguments",
+    "build_model": ".training.build",
     "load_source": ".data",
     "build_joint": ".data",
 }

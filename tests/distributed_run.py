@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
-from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.data import build_joint, load_source
-from sspa_hf.trainer import SSPATrainer
+from sspa_hf.training.arguments import SSPATrainingArguments
+from sspa_hf.training.trainer import SSPATrainer
 
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 

@@ -28,7 +28,7 @@ from sspa_hf.labels import EXPRESSIONS
 if TYPE_CHECKING:
     import torch
 
-    from sspa_hf.trainer import SSPATrainer
+    from sspa_hf.training.trainer import SSPATrainer
 
 # ---- sspa-train runs -------------------------------------------------------------------------------------------
 
@@ -101,9 +101,9 @@ def make_trainer(
     import torch
 
     from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
-    from sspa_hf.arguments import SSPATrainingArguments
     from sspa_hf.modes import get_mode
-    from sspa_hf.trainer import SSPATrainer
+    from sspa_hf.training.arguments import SSPATrainingArguments
+    from sspa_hf.training.trainer import SSPATrainer
 
     torch.manual_seed(0)
     needs = get_mode(overrides.get("selection_mode", "paper")).model_options  # what build_model would add

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sspa_hf.sync_batchnorm import synchronise_batchnorm
+from sspa_hf.training.sync_batchnorm import synchronise_batchnorm
 
 SPLIT = (5, 3)  # rows of rank 0 and rank 1: uneven on purpose
 

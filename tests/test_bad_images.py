@@ -70,7 +70,7 @@ def test_skip_bad_images_leaves_them_out_and_says_how_many(folder, tmp_path, cap
 
 
 def test_the_verdict_is_cached_by_fingerprint(folder, monkeypatch):
-    import sspa_hf.image_check as image_check
+    import sspa_hf.data.image_check as image_check
     from sspa_hf.data import load_source
 
     train = load_source(f"imagefolder:{folder}")["train"]
@@ -94,7 +94,7 @@ def test_an_image_fixed_in_place_is_accepted_at_once(folder, tmp_path, capsys):
 
 
 def test_an_image_corrupted_after_a_clean_check_is_caught_by_the_check(folder):
-    import sspa_hf.image_check as image_check
+    import sspa_hf.data.image_check as image_check
     from sspa_hf.data import load_source
 
     (folder / "train" / "fear" / "broken.jpg").write_bytes(_jpeg(7))
@@ -109,7 +109,7 @@ def test_an_image_corrupted_after_a_clean_check_is_caught_by_the_check(folder):
     [(b"", "empty file"), (b"not an image at all", "not an image file PIL can read"), ("half", "truncated JPEG")],
 )
 def test_reasons_are_words_never_object_addresses(content, reason):
-    from sspa_hf.image_check import check_one
+    from sspa_hf.data.image_check import check_one
 
     data = _jpeg(3)[:300] if content == "half" else content
     said = check_one({"bytes": data, "path": None}, "x.jpg")
@@ -120,7 +120,7 @@ def test_reasons_are_words_never_object_addresses(content, reason):
 def test_the_check_reads_a_chunk_at_a_time_and_reports_each_bad_row_once(folder, monkeypatch, chunk):
     import datasets
 
-    import sspa_hf.image_check as image_check
+    import sspa_hf.data.image_check as image_check
     from sspa_hf.data import load_source
 
     monkeypatch.setattr(image_check, "CHECK_CHUNK", chunk)

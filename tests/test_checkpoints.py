@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from helpers import QUICKSTART, TINY_FLAGS
 
-from sspa_hf.checkpoints import checkpoint_problem, latest_complete_checkpoint, signals_deferred, terminate
 from sspa_hf.commands.train import main
-from sspa_hf.run_guard import LOCK, RunLock, lock_holder
+from sspa_hf.run.checkpoints import checkpoint_problem, latest_complete_checkpoint, signals_deferred, terminate
+from sspa_hf.run.guard import LOCK, RunLock, lock_holder
 
 FLAGS = [
     QUICKSTART,

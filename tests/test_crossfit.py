@@ -1,4 +1,4 @@
-"""sspa_hf/crossfit.py: K-fold out-of-sample probabilities (fold bookkeeping, the probes' cache)."""
+"""sspa_hf/modes/crossfit.py: K-fold out-of-sample probabilities (fold bookkeeping, the probes' cache)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from datasets import Dataset
 from helpers import label_table
 
-from sspa_hf.crossfit import assign_folds, crossfit_probabilities
-from sspa_hf.run_folder import CROSSFIT_PROBS
+from sspa_hf.modes.crossfit import assign_folds, crossfit_probabilities
+from sspa_hf.run.folder import CROSSFIT_PROBS
 
 
 class _FakeTrainer:

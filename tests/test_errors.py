@@ -9,7 +9,7 @@ import pytest
 
 from sspa_hf.data import load_source
 from sspa_hf.errors import UserInputError, first_line
-from sspa_hf.run_guard import RunStatus
+from sspa_hf.run.guard import RunStatus
 
 
 class _BrokenStr(Exception):

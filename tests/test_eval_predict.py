@@ -16,9 +16,9 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import evaluate as eval_command
 from sspa_hf.commands import predict as predict_command
 from sspa_hf.data.synthetic import load_synthetic
+from sspa_hf.evaluation.metrics import classification_metrics
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics
-from sspa_hf.run_folder import read_predictions
+from sspa_hf.run.folder import read_predictions
 
 
 def _save_model(folder: Path, id2label: dict[int, str] | None = None) -> SSPAForImageClassification:
@@ -228,7 +228,7 @@ def test_trust_remote_code_runs_the_code_saved_in_the_model_folder(setup):
     folder = setup["root"] / "model"
     local, _ = eval_command.load_model(str(folder))
     remote, processor = eval_command.load_model(str(folder), trust_remote_code=True)
-    assert type(local).__module__ == "sspa_hf.modeling_sspa"
+    assert type(local).__module__ == "sspa_hf.model.modeling_sspa"
     assert not type(remote).__module__.startswith("sspa_hf")  # the folder's modeling_sspa.py
     with Image.open(setup["loose"][1]) as image:
         pixels = processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]

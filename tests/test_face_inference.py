@@ -24,11 +24,11 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import evaluate as eval_command  # noqa: E402
 from sspa_hf.commands import predict as predict_command  # noqa: E402
 from sspa_hf.commands import prepare as prepare_command  # noqa: E402
+from sspa_hf.commands.photos import preparation_of  # noqa: E402
 from sspa_hf.data import load_prepared  # noqa: E402
 from sspa_hf.data.faces import DETECTION_MARGIN, DlibFaceDetector  # noqa: E402
 from sspa_hf.data.sources import face_preparation  # noqa: E402
 from sspa_hf.errors import UserInputError  # noqa: E402
-from sspa_hf.face_inference import preparation_of  # noqa: E402
 
 #: The astronaut's face box in skimage's bundled astronaut.png (Haar finds it there), cropped with half a side of
 #: context around it: the face is the middle half of each pasted crop.
@@ -222,7 +222,7 @@ def test_the_recorded_detector_finds_the_faces_at_inference_and_detector_overrid
     assert predict_command.main(argv) == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 1 and iou(known_boxes(TURNED_30)[0], rows[0]["box"]) >= IOU_THRESHOLD, rows
-    with caplog.at_level(logging.WARNING, logger="sspa_hf.face_inference"):
+    with caplog.at_level(logging.WARNING, logger="sspa_hf.commands.photos"):
         assert predict_command.main([*argv, "--detector", "haar"]) == 0
     assert "--detector haar differs from the detector the model's training faces were found with (dlib)" in caplog.text
     assert [r["face"] for r in json.loads(out.read_text())] == [None]  # Haar misses the turned face

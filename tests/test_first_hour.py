@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import QUICKSTART, TINY_BACKBONE, joint_data, make_trainer
 
+from sspa_hf.evaluation.metrics import classification_metrics, format_summary
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics, format_summary
 
 # ---- one class for nearly every face --------------------------------------------------------------------------
 
@@ -175,11 +175,11 @@ def test_the_model_class_registers_on_first_config_and_loads_through_the_auto_cl
     script = (
         "import sys\n"
         "import sspa_hf\n"
-        "assert 'sspa_hf.modeling_sspa' not in sys.modules and 'transformers.modeling_utils' not in sys.modules\n"
+        "assert 'sspa_hf.model.modeling_sspa' not in sys.modules and 'transformers.modeling_utils' not in sys.modules\n"
         "from transformers import AutoModelForImageClassification\n"
         f"model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'model')!r})\n"
         "print(type(model).__module__, type(model).__name__)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["sspa_hf.modeling_sspa", "SSPAForImageClassification"]
+    assert done.stdout.split() == ["sspa_hf.model.modeling_sspa", "SSPAForImageClassification"]

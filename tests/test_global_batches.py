@@ -6,7 +6,7 @@ import pytest
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler, SequentialSampler
 
-from sspa_hf.global_batches import GlobalBatchShares
+from sspa_hf.training.global_batches import GlobalBatchShares
 
 
 def _per_process(n: int, batch: int, processes: int, drop_last: bool = False) -> list[list[list[int]]]:

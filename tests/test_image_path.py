@@ -1,5 +1,5 @@
 """One image path: `pipeline(..., trust_remote_code=True)` and sspa-predict convert every image to RGB the same way
-as training does (`sspa_hf.pixels.to_rgb`), 16-bit grey PNGs included."""
+as training does (`sspa_hf.model.pixels.to_rgb`), 16-bit grey PNGs included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import predict as predict_command
-from sspa_hf.pixels import to_rgb
+from sspa_hf.model.pixels import to_rgb
 
 
 def test_a_16_bit_grey_png_scores_the_same_through_pipeline_and_sspa_predict(tmp_path):

@@ -27,7 +27,7 @@ from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import evaluate as eval_command
 from sspa_hf.commands import export_onnx as onnx_command
 from sspa_hf.commands import predict as predict_command
-from sspa_hf.face_inference import BOX_COLOUR, FaceRow, annotate, preparation_of
+from sspa_hf.commands.photos import BOX_COLOUR, FaceRow, annotate, preparation_of
 from sspa_hf.labels import EXPRESSIONS
 
 N_IMAGES = 17
@@ -304,7 +304,7 @@ def test_a_tiny_image_is_classified_with_a_warning(setup, tmp_path, capsys):
 
 def test_the_detect_faces_notice_says_what_it_means_and_what_to_do(caplog):
     config = SSPAConfig(backbone_config=TINY, face_preparation={"faces": "given", "crop_size": 0})
-    with caplog.at_level(logging.WARNING, logger="sspa_hf.face_inference"):
+    with caplog.at_level(logging.WARNING, logger="sspa_hf.commands.photos"):
         preparation_of(config)
     assert "this model's training faces came as face crops (the data set's images, used as they are)" in caplog.text
     assert "If your images are already face crops, leave out --detect_faces" in caplog.text

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from sspa_hf.intervals import paired_bootstrap
-from sspa_hf.metrics import classification_metrics
+from sspa_hf.evaluation.metrics import classification_metrics
+
+# intervals.py lives in benchmarks/ferplus/, beside its user; imported by name as there
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "ferplus"))
+from intervals import paired_bootstrap
 
 
 def _noisy(y: np.ndarray, error_rate: float, rng: np.random.Generator) -> np.ndarray:

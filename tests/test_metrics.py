@@ -10,9 +10,8 @@ import pytest
 from sklearn import metrics as skm
 from transformers import EvalPrediction
 
-import sspa_hf.metrics
-from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import (
+import sspa_hf.evaluation.metrics
+from sspa_hf.evaluation.metrics import (
     classification_metrics,
     compute_metrics,
     confusion_matrix,
@@ -20,7 +19,8 @@ from sspa_hf.metrics import (
     format_summary,
     metric_path,
 )
-from sspa_hf.run_folder import EVAL_METRICS, write_evaluation_report
+from sspa_hf.labels import EXPRESSIONS
+from sspa_hf.run.folder import EVAL_METRICS, write_evaluation_report
 
 LABELS = list(range(7))
 
@@ -102,8 +102,8 @@ def test_with_every_class_present_the_keys_are_the_old_ones():
 def test_what_the_reports_say_goes_through_the_shipped_evaluate_module(tmp_path, monkeypatch):
     """The Trainer's compute_metrics and eval_metrics.json (sspa-eval, end of sspa-train) use the module at
     metric_path(), found through the package itself, not a second implementation."""
-    assert Path(metric_path()).parent == Path(sspa_hf.metrics.__file__).resolve().parent
-    module = sspa_hf.metrics._fer_metric()
+    assert Path(metric_path()).parent == Path(sspa_hf.evaluation.metrics.__file__).resolve().parent
+    module = sspa_hf.evaluation.metrics._fer_metric()
     assert type(module).__name__ == "FerMetric"
     calls = []
 
@@ -112,7 +112,7 @@ def test_what_the_reports_say_goes_through_the_shipped_evaluate_module(tmp_path,
             calls.append(len(kwargs["predictions"]))
             return module.compute(**kwargs)
 
-    monkeypatch.setattr(sspa_hf.metrics, "_fer_metric", Recording)
+    monkeypatch.setattr(sspa_hf.evaluation.metrics, "_fer_metric", Recording)
     y_true, y_pred = _random_labels(6, n=90)
     compute_metrics((np.eye(7)[y_pred], y_true))
     written = write_evaluation_report(tmp_path, y_true, y_pred, EXPRESSIONS, "test")

@@ -10,7 +10,7 @@ import torch
 from helpers import TINY, joint_data, make_trainer, run_two_processes, training_batch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
-from sspa_hf.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
+from sspa_hf.model.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
 
 
 def _transition_model() -> SSPAForImageClassification:

@@ -11,9 +11,9 @@ from helpers import TINY, joint_data, make_trainer, training_batch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
 from sspa_hf.errors import UserInputError
-from sspa_hf.modeling_sspa import expert_cross_entropy
-from sspa_hf.pairing import pair_and_mix
-from sspa_hf.run_folder import VERDICT_STATE
+from sspa_hf.model.modeling_sspa import expert_cross_entropy
+from sspa_hf.run.folder import VERDICT_STATE
+from sspa_hf.training.pairing import pair_and_mix
 
 
 def _judging_everything_class_1(trainer, monkeypatch) -> np.ndarray:

@@ -12,10 +12,10 @@ import pytest
 from huggingface_hub import ModelCard
 
 from sspa_hf import SSPAConfig
-from sspa_hf.arguments import SSPATrainingArguments
+from sspa_hf.evaluation.metrics import classification_metrics
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics
-from sspa_hf.modelcard import dataset_id, model_card
+from sspa_hf.run.modelcard import dataset_id, model_card
+from sspa_hf.training.arguments import SSPATrainingArguments
 
 
 def _section(card: str, title: str) -> str:
@@ -148,7 +148,7 @@ def test_a_run_on_the_built_in_generated_faces_says_so_plainly(tmp_path):
 
 
 def test_card_lists_only_the_settings_its_selection_mode_reads(tmp_path):
-    from sspa_hf.modelcard import _hyperparameters
+    from sspa_hf.run.modelcard import _hyperparameters
 
     paper = _hyperparameters(SSPATrainingArguments(output_dir=str(tmp_path), selection_epochs=40))
     straight = _hyperparameters(SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="straight"))

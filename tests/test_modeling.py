@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, ResNetConf
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.errors import UserInputError
-from sspa_hf.weights import load_backbone_weights, load_hub_backbone
+from sspa_hf.model.weights import load_backbone_weights, load_hub_backbone
 
 TINY_ARM = {**TINY, "hidden_sizes": [8, 16, 32, 256]}
 
@@ -324,7 +324,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from sspa_hf.modeling_sspa import ARMFeature
+from sspa_hf.model.modeling_sspa import ARMFeature
 
 
 def make_arm():

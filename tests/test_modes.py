@@ -14,13 +14,13 @@ import torch
 from helpers import TINY_FLAGS, joint_data, make_trainer, training_batch
 
 from sspa_hf import SSPAForImageClassification
-from sspa_hf.arguments import SSPATrainingArguments
 from sspa_hf.commands.export_selection import selection_columns
 from sspa_hf.commands.train import main
-from sspa_hf.modelcard import _hyperparameters
 from sspa_hf.modes import MODES, Knob, SelectionMode, VerdictColumn
-from sspa_hf.pairing import pair_and_mix
-from sspa_hf.run_folder import CROSSFIT_PROBS
+from sspa_hf.run.folder import CROSSFIT_PROBS
+from sspa_hf.run.modelcard import _hyperparameters
+from sspa_hf.training.arguments import SSPATrainingArguments
+from sspa_hf.training.pairing import pair_and_mix
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sspa_hf"
 

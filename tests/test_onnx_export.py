@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
 from sspa_hf.commands import export_onnx as export_command
-from sspa_hf.onnx_export import onnx_probabilities
+from sspa_hf.model.onnx_export import onnx_probabilities
 
 #: onnxruntime and PyTorch differ by float32 rounding only (measured: under 1e-7 on these models).
 TOLERANCE = 1e-5

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sspa_hf.pairing import allocate, allocate_across, pair_and_mix
+from sspa_hf.training.pairing import allocate, allocate_across, pair_and_mix
 
 
 def _brute_force_min_variance(h: np.ndarray, n: int) -> float:

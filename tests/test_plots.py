@@ -15,7 +15,8 @@ from matplotlib.colors import to_hex
 from PIL import Image as PILImage
 
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.plots import (
+from sspa_hf.run.folder import read_selection_history, write_training_report
+from sspa_hf.run.plots import (
     CLEAN_GROUP,
     NOISY_GROUP,
     choose_selection_faces,
@@ -26,7 +27,6 @@ from sspa_hf.plots import (
     plot_confusion_matrix,
     selection_grid_figure,
 )
-from sspa_hf.run_folder import read_selection_history, write_training_report
 
 
 def _table(n_target: int = 20, n_aux: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -201,7 +201,7 @@ def test_training_report_writes_the_three_figures(tmp_path):
 
 
 def test_training_report_skips_what_it_cannot_draw_with_a_log_line(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="sspa_hf.run_folder")
+    caplog.set_level(logging.INFO, logger="sspa_hf.run.folder")
     assert write_training_report(tmp_path / "nothing") == []
     assert "selection.parquet not found" in caplog.text
     target_only = _table(n_target=10, n_aux=0)

@@ -24,8 +24,8 @@ import sspa_hf.data.shards as shards_module
 from sspa_hf.commands.prepare import main
 from sspa_hf.data import PrepareOptions, prepare_source
 from sspa_hf.errors import UserInputError
-from sspa_hf.run_folder import LOCK
-from sspa_hf.run_guard import RunLock
+from sspa_hf.run.folder import LOCK
+from sspa_hf.run.guard import RunLock
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no samples of class:UserWarning")
 

@@ -15,16 +15,16 @@ import sspa_hf
 
 ROOT = Path(__file__).resolve().parent.parent
 LAZY = {
-    "SSPATrainer": "sspa_hf.trainer",
-    "SSPATrainingArguments": "sspa_hf.arguments",
-    "ModelArguments": "sspa_hf.arguments",
-    "DataArguments": "sspa_hf.arguments",
-    "build_model": "sspa_hf.build",
+    "SSPATrainer": "sspa_hf.training.trainer",
+    "SSPATrainingArguments": "sspa_hf.training.arguments",
+    "ModelArguments": "sspa_hf.training.arguments",
+    "DataArguments": "sspa_hf.training.arguments",
+    "build_model": "sspa_hf.training.build",
     "load_source": "sspa_hf.data.sources",
     "build_joint": "sspa_hf.data.joint",
-    "SSPAForImageClassification": "sspa_hf.modeling_sspa",
-    "SSPAOutput": "sspa_hf.modeling_sspa",
-    "make_image_processor": "sspa_hf.processing",
+    "SSPAForImageClassification": "sspa_hf.model.modeling_sspa",
+    "SSPAOutput": "sspa_hf.model.modeling_sspa",
+    "make_image_processor": "sspa_hf.model.processing",
 }
 
 
@@ -39,14 +39,24 @@ def test_import_sspa_hf_is_light() -> None:
     """No model, trainer, arguments or `datasets`: the model class joins the Auto classes with the first SSPAConfig
     (test_auto_classes_still_registered), so transformers' PreTrainedModel stack waits until a model is needed."""
     modules = set(_modules_after("import sspa_hf"))
-    heavy = {"sspa_hf.trainer", "sspa_hf.arguments", "sspa_hf.build", "sspa_hf.data", "datasets", "pandas"}
-    heavy |= {"sspa_hf.modeling_sspa", "transformers.modeling_utils", "transformers.image_processing_utils"}
+    heavy = {
+        "sspa_hf.training.trainer",
+        "sspa_hf.training.arguments",
+        "sspa_hf.training.build",
+        "sspa_hf.data",
+        "datasets",
+        "pandas",
+    }
+    heavy |= {"sspa_hf.model.modeling_sspa", "transformers.modeling_utils", "transformers.image_processing_utils"}
     assert not heavy & modules, sorted(heavy & modules)
 
 
 def test_run_folder_names_import_nothing_heavy() -> None:
-    modules = set(_modules_after("import sspa_hf.run_folder"))
-    assert not {"sspa_hf.selection", "sspa_hf.crossfit", "sspa_hf.trainer", "pandas", "pyarrow"} & modules
+    modules = set(_modules_after("import sspa_hf.run.folder"))
+    assert (
+        not {"sspa_hf.training.selection", "sspa_hf.modes.crossfit", "sspa_hf.training.trainer", "pandas", "pyarrow"}
+        & modules
+    )
 
 
 @pytest.mark.parametrize("name", sorted(LAZY))
@@ -98,7 +108,7 @@ def test_the_wheel_ships_every_package_file(tmp_path) -> None:
 def test_run_folder_names_each_file_once_and_lists_it() -> None:
     """Each name is defined in run_folder alone (a quoted copy elsewhere in sspa_hf would drift) and its
     docstring's table lists every file."""
-    from sspa_hf import run_folder
+    from sspa_hf.run import folder as run_folder
 
     names = {
         name: value

@@ -10,7 +10,7 @@ from helpers import TINY_FLAGS
 
 from sspa_hf.commands.train import main
 from sspa_hf.commands.train_parser import parse_arguments, resolved_recipe, write_recipe
-from sspa_hf.run_folder import RECIPE
+from sspa_hf.run.folder import RECIPE
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 QUICKSTART = RECIPES / "quickstart.yaml"

@@ -24,7 +24,7 @@ from helpers import QUICKSTART, TINY_FLAGS
 
 from sspa_hf.commands import run_command
 from sspa_hf.errors import Terminated, UserInputError
-from sspa_hf.run_guard import LOCK, RunLock, check_output_dir, lock_holder
+from sspa_hf.run.guard import LOCK, RunLock, check_output_dir, lock_holder
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
@@ -32,7 +32,7 @@ UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 HOLD = """
 import os, sys, time
 from pathlib import Path
-from sspa_hf.run_guard import RunLock, RunStatus
+from sspa_hf.run.guard import RunLock, RunStatus
 out = Path(sys.argv[1])
 RunLock(out).acquire()
 RunStatus(out, enabled=True).write("running")
@@ -45,7 +45,7 @@ TAKE = """
 import os, sys
 from pathlib import Path
 from sspa_hf.commands import run_command
-from sspa_hf.run_guard import RunLock
+from sspa_hf.run.guard import RunLock
 out = Path(sys.argv[1])
 def take():
     lock = RunLock(out).acquire()
@@ -160,7 +160,7 @@ def test_a_live_holder_refuses_a_second_writer_in_the_same_process(tmp_path):
 
 def test_without_os_locks_the_pid_and_heartbeat_decide_and_the_refusal_says_what_ends_it(tmp_path, monkeypatch):
     """A filesystem with no OS locks (flock fails) keeps the older rules, and the refusal says what to do."""
-    import sspa_hf.run_guard as run_guard
+    import sspa_hf.run.guard as run_guard
 
     monkeypatch.setattr(run_guard, "fcntl", None)
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": "then"}
@@ -184,7 +184,7 @@ def test_a_forked_worker_that_outlives_a_killed_run_does_not_hold_its_lock(tmp_p
         """
         import os, sys, time
         from pathlib import Path
-        from sspa_hf.run_guard import RunLock
+        from sspa_hf.run.guard import RunLock
         RunLock(Path(sys.argv[1])).acquire()
         child = os.fork()
         if child == 0:

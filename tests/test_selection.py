@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sspa_hf.errors import UserInputError
-from sspa_hf.selection import SampleSelector
+from sspa_hf.training.selection import SampleSelector
 
 
 def _selector(**kwargs) -> SampleSelector:
@@ -134,7 +134,7 @@ def test_a_sample_not_seen_in_a_selection_epoch_keeps_its_side_and_is_counted(ca
     sel.advance_to(1)
     assert sel.clean.tolist() == [True, False, True, True]
     tau_before = sel.tau.clone()
-    with caplog.at_level("WARNING", logger="sspa_hf.selection"):
+    with caplog.at_level("WARNING", logger="sspa_hf.training.selection"):
         # Epoch 1 sees sample 0 only (say the others fell in a dropped last batch): it turns noisy.
         sel.update(torch.tensor([0]), torch.tensor([[[0.1, 0.8, 0.1], [0.1, 0.8, 0.1]]]), torch.tensor([0]))
         (stats,) = sel.advance_to(2)

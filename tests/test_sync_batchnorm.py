@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sspa_hf.sync_batchnorm import AllReduceBatchNorm, convert_batchnorm
+from sspa_hf.training.sync_batchnorm import AllReduceBatchNorm, convert_batchnorm
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

@@ -52,11 +52,11 @@ class _StandInHub:
 def test_train_writes_everything_and_pushes_through_the_hub_api(tmp_path, monkeypatch, capsys):
     import transformers.trainer
 
-    import sspa_hf.hub
+    import sspa_hf.commands.hub
 
     hub = _StandInHub(tmp_path / "hub")
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
-    monkeypatch.setattr(sspa_hf.hub, "push_problem", lambda token=None: None)  # the stand-in is reachable
+    monkeypatch.setattr(sspa_hf.commands.hub, "push_problem", lambda token=None: None)  # the stand-in is reachable
     out = tmp_path / "run"
     flags = [str(RECIPES / "quickstart.yaml"), *TINY_FLAGS, "--output_dir", str(out)]
     assert main([*flags, "--push_to_hub", "true", "--hub_model_id", "fer-lab/sspa-tiny"]) == 0

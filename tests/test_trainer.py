@@ -16,11 +16,11 @@ from helpers import TINY, joint_data, make_trainer, run_two_processes, training_
 from transformers import TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
-from sspa_hf.arguments import SSPATrainingArguments
-from sspa_hf.modeling_sspa import expert_cross_entropy
-from sspa_hf.pairing import allocate, allocate_across
-from sspa_hf.run_folder import SELECTION_STATE
-from sspa_hf.trainer import SSPATrainer
+from sspa_hf.model.modeling_sspa import expert_cross_entropy
+from sspa_hf.run.folder import SELECTION_STATE
+from sspa_hf.training.arguments import SSPATrainingArguments
+from sspa_hf.training.pairing import allocate, allocate_across
+from sspa_hf.training.trainer import SSPATrainer
 
 HERE = Path(__file__).parent
 
@@ -320,7 +320,7 @@ def test_max_steps_mid_epoch_reports_the_samples_it_did_not_see(tmp_path):
 def test_sync_batch_stats_on_cpu_makes_arm_and_batchnorm_global(tmp_path):
     from types import SimpleNamespace
 
-    from sspa_hf.sync_batchnorm import AllReduceBatchNorm
+    from sspa_hf.training.sync_batchnorm import AllReduceBatchNorm
 
     train_set, _ = joint_data(60, 60)
     trainer = make_trainer(tmp_path, train_set, sync_batch_stats=True)

@@ -28,7 +28,7 @@ def test_selection_epochs_must_leave_a_pairing_stage(tmp_path, capsys):
     message = one_line_error(capsys)
     assert "selection_epochs (5)" in message and "num_train_epochs (2)" in message and "use_pairing" in message
     assert not out.exists()
-    from sspa_hf.arguments import SSPATrainingArguments
+    from sspa_hf.training.arguments import SSPATrainingArguments
 
     with pytest.raises(ValueError, match=r"selection_epochs \(5\) must be smaller"):  # code that skips the command
         SSPATrainingArguments(output_dir=str(out), num_train_epochs=2, selection_epochs=5)
@@ -151,12 +151,12 @@ class _RevisionHub:
 def test_every_pushed_revision_loads_with_remote_code(tmp_path, monkeypatch):
     import transformers.trainer
 
-    import sspa_hf.hub
+    import sspa_hf.commands.hub
     from sspa_hf.commands.model_io import load_model
 
     hub = _RevisionHub(tmp_path / "hub")
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
-    monkeypatch.setattr(sspa_hf.hub, "push_problem", lambda token=None: None)
+    monkeypatch.setattr(sspa_hf.commands.hub, "push_problem", lambda token=None: None)
     out = tmp_path / "run"
     flags = [QUICKSTART, *TINY, "--output_dir", str(out), "--save_strategy", "epoch", "--push_to_hub", "true"]
     assert main([*flags, "--hub_model_id", "me/sspa", "--hub_strategy", "every_save"]) == 0
@@ -291,12 +291,12 @@ def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
     ],
 )
 def test_bad_values_are_one_line_naming_the_flag_before_any_data_is_built(tmp_path, capsys, monkeypatch, flags, needle):
-    import sspa_hf.build
+    import sspa_hf.training.build
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data sets were built before the value was refused")
 
-    monkeypatch.setattr(sspa_hf.build, "build_datasets", no_data)
+    monkeypatch.setattr(sspa_hf.training.build, "build_datasets", no_data)
     monkeypatch.chdir(tmp_path)
     assert main([QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out"), *flags]) == 2
     assert needle in one_line_error(capsys)
@@ -320,12 +320,12 @@ def _hf_folder(path: Path, labels: list[int]) -> Path:
 
 @pytest.mark.parametrize("bad", [-1, 7])
 def test_a_label_outside_the_classes_is_one_line_before_training(tmp_path, capsys, monkeypatch, bad):
-    import sspa_hf.trainer
+    import sspa_hf.training.trainer
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(sspa_hf.trainer.SSPATrainer, "train", no_training)
+    monkeypatch.setattr(sspa_hf.training.trainer.SSPATrainer, "train", no_training)
     data = _hf_folder(tmp_path / "faces", [0, 1, 2, 3, 4, 5, bad, 6])
     capsys.readouterr()  # the progress bars of saving it
     flags = [QUICKSTART, *TINY, "--output_dir", str(tmp_path / "out"), "--target_dataset", f"hf:{data}"]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sspa_hf.evaluation.metrics import classification_metrics
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics
 from sspa_hf.modes.transition_pam import class_log_prior
-from sspa_hf.run_folder import EVAL_METRICS, read_predictions, write_predictions
+from sspa_hf.run.folder import EVAL_METRICS, read_predictions, write_predictions
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

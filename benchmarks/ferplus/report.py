@@ -7,7 +7,7 @@ quality against the ground truth (an auxiliary face is consistent iff its FER201
 overall, per class and over the selection epochs; PAM mixtures created per class; wall time per run; and, for
 runs that wrote eval_predictions.parquet, each arm's difference to each `--references` arm (straight combination,
 `transition`, perfect selection, `transition_pam` by default) with a
-95 % paired-bootstrap interval over evaluation faces and seeds (sspa_hf.intervals).
+95 % paired-bootstrap interval over evaluation faces and seeds (benchmarks.ferplus.intervals).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from intervals import paired_bootstrap
 
-from sspa_hf.intervals import paired_bootstrap
+from sspa_hf.evaluation.metrics import selection_quality
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import selection_quality
-from sspa_hf.run_folder import (
+from sspa_hf.run.folder import (
     EVAL_METRICS,
     SELECTION_TABLE,
     read_eval_metrics,

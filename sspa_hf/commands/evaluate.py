@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserInputError
-from ..metrics import format_summary
-from ..run_folder import CONFUSION_MATRIX, EVAL_METRICS, EVAL_PREDICTIONS, write_evaluation_report, write_predictions
+from ..evaluation.metrics import format_summary
+from ..run.folder import CONFUSION_MATRIX, EVAL_METRICS, EVAL_PREDICTIONS, write_evaluation_report, write_predictions
 from . import run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 from .output_paths import check_output_folder

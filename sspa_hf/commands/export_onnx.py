@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("onnx") is None:  # the exporter needs it; found without importing it
         raise UserInputError("ONNX export needs the onnx package: pip install 'sspa-hf[onnx]'")
     model, _ = load_model(args.model, args.trust_remote_code, PROG)
-    from ..onnx_export import export_onnx, parity
+    from ..model.onnx_export import export_onnx, parity
 
     export_onnx(model, output)
     side = model.config.image_size

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..labels import class_label_feature
-from ..run_folder import DATA_ARGS as DATA_ARGS_FILE
-from ..run_folder import SELECTION_TABLE
+from ..run.folder import DATA_ARGS as DATA_ARGS_FILE
+from ..run.folder import SELECTION_TABLE
 from . import run_command, snake_case_flags
 
 PROG = "sspa-export-selection"
@@ -82,8 +82,8 @@ def auxiliary_with_selection(run_dir: Path, given: dict[str, Any] | None = None)
     """The run's auxiliary samples (a `datasets.Dataset` with images) plus the selection columns; `given`: data
     arguments from the command line (see `read_run`)."""
     table, record = read_run(run_dir, given)
-    from ..arguments import DataArguments  # the model and data stacks: after the checks of read_run
-    from ..build import build_train_set
+    from ..training.arguments import DataArguments  # the model and data stacks: after the checks of read_run
+    from ..training.build import build_train_set
 
     seed, expected = record.pop("seed"), record.pop("num_samples", None)
     data_args = DataArguments(**{k: v for k, v in record.items() if k in DataArguments.__dataclass_fields__})
@@ -148,7 +148,7 @@ def export(args: argparse.Namespace) -> Any:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserInputError(f"{out} already exists and is not an empty folder")
     if args.push_to_hub:
-        from ..hub import push_problem
+        from .hub import push_problem
 
         problem = push_problem()
         if problem:

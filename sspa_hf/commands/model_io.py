@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import checkpoints_newest_first, safetensors_problem, torch_file_problem
 from ..errors import UserInputError, first_line
-from ..run_folder import RECIPE, RUN_STATUS
+from ..run.checkpoints import checkpoints_newest_first, safetensors_problem, torch_file_problem
+from ..run.folder import RECIPE, RUN_STATUS
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 PROCESSOR_CONFIG = "preprocessor_config.json"
@@ -57,7 +57,7 @@ def load_model(name: str, trust_remote_code: bool = False, prog: str = "sspa-hf"
     `trust_remote_code` the modelling code saved beside the weights (`auto_map`) is used instead: the way to run
     a folder written by another version of sspa-hf.
     """
-    from ..hub import check_model_reference
+    from .hub import check_model_reference
 
     check_model_reference(name, "model")  # a local folder first; a Hub id only when the Hub can be reached
     check_model_folder(name, prog)

@@ -19,9 +19,13 @@ from typing import Any
 from PIL import Image
 
 from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
+from ..data.image_check import check_one
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, decode, to_rgb
 from ..errors import UserInputError
-from ..face_inference import (
+from . import run_command, snake_case_flags
+from .model_io import add_model_options, load_model, resolve_device
+from .output_paths import check_output_file, check_output_folder
+from .photos import (
     FaceRow,
     VideoWriter,
     annotate,
@@ -30,10 +34,6 @@ from ..face_inference import (
     preparation_of,
     video_frames,
 )
-from ..image_check import check_one
-from . import run_command, snake_case_flags
-from .model_io import add_model_options, load_model, resolve_device
-from .output_paths import check_output_file, check_output_folder
 from .prediction_rows import RowWriter
 
 PROG = "sspa-predict"
@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
     model, processor = load_model(args.model, args.trust_remote_code, PROG)
     from transformers import pipeline  # both import transformers' model stack: after the checks above
 
-    from ..pipeline_sspa import SSPAImageClassificationPipeline
+    from ..model.pipeline_sspa import SSPAImageClassificationPipeline
 
     top_k = min(args.top_k, model.config.num_labels)
     classifier = pipeline(

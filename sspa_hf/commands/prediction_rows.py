@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..face_inference import FaceRow
+from .photos import FaceRow
 
 FACE_COLUMNS = ["path", "frame", "face", "x", "y", "w", "h"]
 

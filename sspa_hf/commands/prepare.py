@@ -13,7 +13,7 @@ from ..data import FORMATS, PrepareOptions, parse_spec, prepare_source
 from ..data.prepare import NO_FACE_REPORT
 from ..data.saved import MANIFEST
 from ..errors import UserInputError
-from ..run_folder import BAD_IMAGES_REPORT
+from ..run.folder import BAD_IMAGES_REPORT
 from . import run_command, snake_case_flags
 
 PROG = "sspa-prepare"

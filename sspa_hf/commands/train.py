@@ -20,11 +20,11 @@ import numpy as np
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
-from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
-from ..checkpoints import resolve_resume, terminate
 from ..errors import UserInputError, first_line
-from ..metrics import evaluate_predictions, format_summary
-from ..run_guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
+from ..evaluation.metrics import evaluate_predictions, format_summary
+from ..run.checkpoints import resolve_resume, terminate
+from ..run.guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
+from ..training.arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from . import run_command
 from .train_parser import TrainArgumentParser, load_recipe, parse_arguments, write_recipe
 
@@ -43,11 +43,10 @@ def train(
     """Build, train, evaluate on the target test split, write reports and the model card, mark the run complete
     (`status`), then push; return eval metrics. `push_at_end`: push once at the end although `args.push_to_hub`
     was turned off for the Trainer (the Hub could not be reached at start-up)."""
-    from ..build import build_datasets, build_model, plain_trainers
     from ..data.sources import face_preparation
-    from ..metrics import compute_metrics
+    from ..evaluation.metrics import compute_metrics
     from ..modes import get_mode
-    from ..run_folder import (
+    from ..run.folder import (
         CONFUSION_MATRIX,
         DATA_ARGS,
         RECIPE,
@@ -55,8 +54,9 @@ def train(
         write_predictions,
         write_training_report,
     )
-    from ..run_guard import check_free_space
-    from ..trainer import SSPATrainer
+    from ..run.guard import check_free_space
+    from ..training.build import build_datasets, build_model, plain_trainers
+    from ..training.trainer import SSPATrainer
 
     set_seed(args.seed)
     mode = get_mode(args.selection_mode)
@@ -153,7 +153,7 @@ def push_final(trainer: Any, **card: Any) -> None:
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, args: SSPATrainingArguments) -> bool:
     """Refuse, before any work, what would fail or silently do something else later; return whether the push
     must wait for the end of the run (`hub_strategy end` while the Hub cannot be reached now)."""
-    from ..hub import check_model_reference, push_problem
+    from .hub import check_model_reference, push_problem
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():

@@ -23,8 +23,8 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
-from ..arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from ..errors import UserInputError, first_line
+from ..training.arguments import DataArguments, ModelArguments, SSPATrainingArguments
 
 PROG = "sspa-train"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from ..errors import UserInputError
-from ..pixels import to_rgb
+from ..model.pixels import to_rgb
 
 #: File extensions read as images in folder layouts and by sspa-predict (lower case).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

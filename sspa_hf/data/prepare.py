@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
 from ..errors import UserInputError
-from ..run_folder import BAD_IMAGES_REPORT
+from ..run.folder import BAD_IMAGES_REPORT
 from .cache import PREPARE_VERSION, PrepareOptions, auto_cache, content_fingerprint, tree_fingerprint, up_to_date
 from .columns import read_column
 from .faces import DETECTION_MARGIN, Box, align_on_eyes, crop_to_box, eye_centres, get_detector, widen
@@ -257,7 +257,7 @@ def crop_detected(
 ) -> tuple[PILImage.Image, str]:
     """The face in detected box `found`: widened to a square, cropped, and aligned on detected eyes if `align`.
 
-    Shared by `sspa-prepare` (the largest face of a frame) and inference (`sspa_hf.face_inference`, every face),
+    Shared by `sspa-prepare` (the largest face of a frame) and inference (`sspa_hf.commands.photos`, every face),
     so a face is prepared the same way at training and at inference. The note is "not_aligned" when no eyes
     were found."""
     square = widen(found, widening, image.width, image.height)

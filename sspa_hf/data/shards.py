@@ -22,7 +22,7 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.utils import tqdm
 
 from ..errors import UserInputError
-from ..run_guard import LOCK, RunLock, _read_json, _write_json, lock_holder
+from ..run.guard import LOCK, RunLock, _read_json, _write_json, lock_holder
 
 logger = logging.getLogger("sspa_hf.data")
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ..callbacks import say
 from ..data.columns import read_column
-from ..pairing import PairedMixup, allocate_across
-from ..selection import SampleSelector
+from ..training.callbacks import say
+from ..training.pairing import PairedMixup, allocate_across
+from ..training.selection import SampleSelector
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -178,7 +178,7 @@ class SelectionMode:
     # ----- shared pieces -----
     def cross_entropy(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         """Each expert's cross-entropy with the run's label smoothing, averaged over experts; (B,)."""
-        from ..modeling_sspa import expert_cross_entropy  # on first use: the argument parser imports the modes
+        from ..model.modeling_sspa import expert_cross_entropy  # on first use: the argument parser imports the modes
 
         return expert_cross_entropy(outputs.expert_logits, labels, self.args.label_smoothing_factor)
 

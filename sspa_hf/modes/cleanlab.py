@@ -66,7 +66,7 @@ class CleanlabMode(SelectionMode):
     def before_training(cls, data: Dataset, *, args: TrainingArguments, plain_trainers: PlainTrainers) -> Dataset:
         """The joint set with cleanlab's verdict on the auxiliary rows as the frozen partition (`clean`, `score`):
         `plain_trainers` trains the probes (straight trainings with the run's model and schedule)."""
-        from ..crossfit import crossfit_probabilities
+        from .crossfit import crossfit_probabilities
 
         probs = crossfit_probabilities(
             data,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..selection import SampleSelector
+from ..training.selection import SampleSelector
 from .base import (
     EMA_MOMENTUM,
     FIX_TARGET,

@@ -33,7 +33,7 @@ class Transition:
 
     def nll(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         """-log sum_j M[y, j] p(j | x) per sample, averaged over experts; (B,)."""
-        from ..modeling_sspa import transition_nll  # on first use: the argument parser imports the modes
+        from ..model.modeling_sspa import transition_nll  # on first use: the argument parser imports the modes
 
         return transition_nll(outputs.auxiliary_log_probs, labels)
 

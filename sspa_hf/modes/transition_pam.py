@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
-from ..run_folder import VERDICT_STATE
+from ..run.folder import VERDICT_STATE
 from .base import (
     PAIRING_KNOBS,
     SELECTION_EPOCHS,

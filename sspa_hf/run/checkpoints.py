@@ -21,8 +21,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from .errors import Terminated, UserInputError
-from .run_folder import SELECTION_STATE, TRAINER_STATE
+from ..errors import Terminated, UserInputError
+from .folder import SELECTION_STATE, TRAINER_STATE
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

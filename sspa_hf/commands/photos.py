@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.faces import DEFAULT_DETECTOR, DETECTION_MARGIN, Box, check_detector, get_detector
+from ..data.faces import DEFAULT_DETECTOR, DETECTION_MARGIN, Box, check_detector, get_detector
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def preparation_of(config: Any, detector: str | None = None) -> dict[str, Any]:
 
 def find_faces(image: Image.Image, preparation: dict[str, Any]) -> list[tuple[Box, Image.Image]]:
     """Every detected face of `image` (largest first): its box and the face prepared as at training time."""
-    from .data.prepare import ALIGNED_SIZE, crop_detected, fit_size  # `datasets`: not before sspa-predict's checks
+    from ..data.prepare import ALIGNED_SIZE, crop_detected, fit_size  # `datasets`: not before sspa-predict's checks
 
     detector = get_detector(preparation["detector"])
     crop_size = int(preparation["crop_size"])
@@ -172,7 +172,7 @@ def annotate(image: Image.Image, rows: Sequence[FaceRow]) -> Image.Image:
 
 def video_frames(path: str, every: int) -> Iterable[tuple[int, Image.Image, float]]:
     """(frame index, RGB frame, frames per second) for every `every`-th frame of a video, with OpenCV."""
-    from .data.faces import require_cv2
+    from ..data.faces import require_cv2
 
     cv2 = require_cv2()
     capture = cv2.VideoCapture(path)
@@ -194,7 +194,7 @@ def video_frames(path: str, every: int) -> Iterable[tuple[int, Image.Image, floa
 
 def frame_count(path: str) -> int:
     """The frame count a video's header gives (0 when unknown), for the progress bar."""
-    from .data.faces import require_cv2
+    from ..data.faces import require_cv2
 
     cv2 = require_cv2()
     capture = cv2.VideoCapture(path)
@@ -229,7 +229,7 @@ class VideoWriter:
     VIDEO_CODECS this OpenCV build can write; `path` and `codec` say which, `note` why when it is not H.264."""
 
     def __init__(self, stem: Path, fps: float) -> None:
-        from .data.faces import require_cv2
+        from ..data.faces import require_cv2
 
         self._cv2 = require_cv2()
         self._stem, self._fps, self._writer = stem, fps, None

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .data.images import BadImageError, image_name, read_bytes
-from .errors import UserInputError
-from .run_folder import BAD_IMAGES_REPORT
+from ..errors import UserInputError
+from ..run.folder import BAD_IMAGES_REPORT
+from .images import BadImageError, image_name, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def files_key(plain: Any) -> str:
 
 
 def _verdict_path(data: Any, key: str) -> Path:
-    from .data.cache import cache_root
+    from .cache import cache_root
 
     return cache_root() / "image_checks" / f"{data._fingerprint}-{key}-v{CHECK_VERSION}.json"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import scores_from_counts
+from sspa_hf.evaluation.metrics import scores_from_counts
 
 #: The metrics `paired_bootstrap` knows, each computed from one resample's counts as in `classification_metrics`.
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "macro_recall", "macro_precision")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserInputError
-from .metrics import selection_quality
-from .run_folder import SELECTION_STATE
+from ..errors import UserInputError
+from ..evaluation.metrics import selection_quality
+from ..run.folder import SELECTION_STATE
 
 logger = logging.getLogger(__name__)
 _TENSORS = ("tau", "clean", "pending", "last_py", "updates", "updated_epoch", "changed_epoch", "created")

@@ -3,7 +3,7 @@ selection epochs, confusion matrix, and grids of auxiliary faces judged clean or
 
 Figures are drawn on matplotlib's Agg canvas without pyplot, so importing this module never changes the
 user's backend and plotting works on machines without a display. Selection tables are pandas DataFrames (the
-rows of ``selection.parquet``, see `sspa_hf.run_folder`); a pyarrow Table is converted on the way in.
+rows of ``selection.parquet``, see `sspa_hf.run.folder`); a pyarrow Table is converted on the way in.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .data.images import open_image, to_rgb
-from .labels import EXPRESSIONS
-from .metrics import selection_counts
+from ..data.images import open_image, to_rgb
+from ..evaluation.metrics import selection_counts
+from ..labels import EXPRESSIONS
 
 _DPI = 110
 _COLOURS = {"target": "#4C72B0", "auxiliary": "#DD8452", "selected": "#55A868"}

@@ -22,7 +22,7 @@ Written by `sspa-train` / `SSPATrainer` (the constant that names each file in br
 | `confusion_matrix.png` (CONFUSION_MATRIX) | the evaluation confusion matrix |
 | `eval_predictions.parquet` (EVAL_PREDICTIONS) | one row per evaluation face: label, prediction, probabilities |
 | `class_distribution.png`, `clean_ratio.png`, `selection_grid.png` (REPORT_FILES) | the training figures |
-| `README.md` (MODEL_CARD) | the model card (`sspa_hf.modelcard`) |
+| `README.md` (MODEL_CARD) | the model card (`sspa_hf.run.modelcard`) |
 | `bad_images.tsv` (BAD_IMAGES_REPORT), `bad_images_evaluation.tsv` | images that did not decode |
 | `crossfit/` | selection_mode cleanlab: the `fold-K/` probe trainings and `crossfit_probs.npz` (CROSSFIT_PROBS) |
 | `runs/` | TensorBoard event files (`report_to tensorboard`) |
@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .labels import EXPRESSIONS
+from ..labels import EXPRESSIONS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,7 +92,7 @@ def write_selection(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .data.columns import read_column
+    from ..data.columns import read_column
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def read_selection_history(output_dir: str | Path) -> list[dict[str, Any]]:
 
 def selection_summary(table: pd.DataFrame, class_names: Sequence[str] = EXPRESSIONS) -> dict[str, Any]:
     """Per-class auxiliary and selected counts, and the selection quality where reference labels are known."""
-    from .metrics import selection_counts, selection_quality
+    from ..evaluation.metrics import selection_counts, selection_quality
 
     counts = selection_counts(table["label"], table["is_target"], table["clean"], len(class_names))
     per_class = {
@@ -177,7 +177,7 @@ def write_evaluation_report(
     Written as eval_metrics.json (with `record`, e.g. model, dataset, split, appended) and confusion_matrix.png;
     returns what was written.
     """
-    from .metrics import evaluate_predictions
+    from ..evaluation.metrics import evaluate_predictions
     from .plots import plot_confusion_matrix
 
     names = list(class_names)

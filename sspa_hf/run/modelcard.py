@@ -13,7 +13,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PretrainedConfig, TrainingArguments
 
-from .run_folder import (
+from .folder import (
     SELECTION_TABLE,
     read_eval_metrics,
     read_selection_history,
@@ -53,7 +53,7 @@ def _percent(value: float) -> str:
 
 def _mode_card(mode: str) -> str:
     """The selection mode's paragraph for the Method section (empty for the paper's own mode)."""
-    from .modes import get_mode
+    from ..modes import get_mode
 
     return get_mode(mode).card
 
@@ -61,7 +61,7 @@ def _mode_card(mode: str) -> str:
 def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
     """The mode, the schedule and the method's settings: the rows of the knobs the run's selection mode reads come
     from the mode (`card_rows`; the others had no effect)."""
-    from .modes import get_mode
+    from ..modes import get_mode
 
     optimizer = f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
     name = getattr(args, "selection_mode", "paper")

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 def hub_unreachable(timeout: float = 5.0) -> str | None:

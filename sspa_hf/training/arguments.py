@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .configuration_sspa import RESNET18
-from .modes import MODES
-from .modes import check as check_mode
+from ..model.configuration_sspa import RESNET18
+from ..model.processing import IMAGENET_MEAN, IMAGENET_STD
+from ..modes import MODES
+from ..modes import check as check_mode
 from .pairing import ALLOCATIONS
-from .processing import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONES = ("resnet", "arm")
 MIN_IMAGE_SIZE = 32

@@ -19,23 +19,23 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 
-from .arguments import SSPATrainingArguments
-from .callbacks import QUIET, EpochCallback
-from .checkpoints import (
+from ..data.columns import read_column
+from ..data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
+from ..errors import UserInputError
+from ..model.modeling_sspa import expert_cross_entropy
+from ..modes import SelectionMode, get_mode
+from ..run.checkpoints import (
     disk_full,
     latest_complete_checkpoint,
     publish,
     resolve_resume,
     signals_deferred,
 )
-from .data.columns import read_column
-from .data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
-from .errors import UserInputError
+from ..run.folder import MODEL_CARD, STAGING, TRAINER_STATE, write_selection
+from ..run.modelcard import model_card
+from .arguments import SSPATrainingArguments
+from .callbacks import QUIET, EpochCallback
 from .global_batches import GlobalBatchShares
-from .modelcard import model_card
-from .modeling_sspa import expert_cross_entropy
-from .modes import SelectionMode, get_mode
-from .run_folder import MODEL_CARD, STAGING, TRAINER_STATE, write_selection
 from .selection import SampleSelector
 from .sync_batchnorm import synchronise_batchnorm
 

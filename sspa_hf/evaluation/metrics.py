@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import EXPRESSIONS
+from ..labels import EXPRESSIONS
 
 #: The scalar keys `classification_metrics` returns besides the per-class ones.
 SUMMARY_KEYS: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1")

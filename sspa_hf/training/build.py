@@ -12,16 +12,16 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ResNetConfig
 
+from ..data import build_joint, load_source
+from ..data.image_check import without_bad_images
+from ..errors import UserInputError, first_line
+from ..labels import EXPRESSIONS
+from ..model.configuration_sspa import SSPAConfig
+from ..model.modeling_sspa import SSPAForImageClassification
+from ..model.processing import make_image_processor
+from ..model.weights import load_backbone_weights, load_hub_backbone
+from ..modes import knob_defaults
 from .arguments import DataArguments, ModelArguments, SSPATrainingArguments
-from .configuration_sspa import SSPAConfig
-from .data import build_joint, load_source
-from .errors import UserInputError, first_line
-from .image_check import without_bad_images
-from .labels import EXPRESSIONS
-from .modeling_sspa import SSPAForImageClassification
-from .modes import knob_defaults
-from .processing import make_image_processor
-from .weights import load_backbone_weights, load_hub_backbone
 
 logger = logging.getLogger(__name__)
 

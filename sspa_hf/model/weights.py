@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserInputError, first_line
+from ..errors import UserInputError, first_line
 from .modeling_sspa import SSPAForImageClassification
 
 logger = logging.getLogger(__name__)

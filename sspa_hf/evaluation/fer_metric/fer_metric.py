@@ -1,15 +1,16 @@
 """`evaluate` metric of sspa-hf: the paper's FER metrics (accuracy, macro P/R/F1 as Eq. 9-12, per class).
 
-Load it offline with ``evaluate.load(sspa_hf.metrics.metric_path())``; it computes exactly
-``sspa_hf.metrics.classification_metrics`` (it needs the sspa_hf package installed). `sspa-eval`, the end of
-`sspa-train` and the Trainer's `compute_metrics` report through it (``sspa_hf.metrics.evaluate_predictions``).
+Load it offline with ``evaluate.load(sspa_hf.evaluation.metrics.metric_path())``; it computes exactly
+``sspa_hf.evaluation.metrics.classification_metrics`` (it needs the sspa_hf package installed). `sspa-eval`, the end of
+`sspa-train` and the Trainer's `compute_metrics` report through it
+(``sspa_hf.evaluation.metrics.evaluate_predictions``).
 """
 
 import datasets
 import evaluate
 
+from sspa_hf.evaluation.metrics import classification_metrics, default_class_names
 from sspa_hf.labels import EXPRESSIONS
-from sspa_hf.metrics import classification_metrics, default_class_names
 
 _CITATION = """\
 @article{sspajt2024,
@@ -43,7 +44,7 @@ Returns:
     class is absent from the references), "precision/<name>", "recall/<name>", "f1/<name>", "support/<name>" and
     "confusion_matrix" (nested list).
 Example:
-    >>> metric = evaluate.load(sspa_hf.metrics.metric_path())
+    >>> metric = evaluate.load(sspa_hf.evaluation.metrics.metric_path())
     >>> metric.compute(predictions=[0, 3, 3], references=[0, 3, 4])["accuracy"]
     0.6666666666666666
 """

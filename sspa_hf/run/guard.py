@@ -31,9 +31,9 @@ try:
 except ImportError:  # no OS locks here (Windows): the PID and heartbeat rules alone decide
     fcntl = None  # type: ignore[assignment]
 
+from ..errors import UserInputError, first_line
 from .checkpoints import checkpoints_newest_first, latest_complete_checkpoint
-from .errors import UserInputError, first_line
-from .run_folder import DATA_ARGS, LOCK, RECIPE, RUN_STATUS, STAGING
+from .folder import DATA_ARGS, LOCK, RECIPE, RUN_STATUS, STAGING
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 10 * HEARTBEAT_S  # a lock from another host whose heartbeat is older than this is stale

@@ -15,9 +15,9 @@ import torch
 from datasets import Dataset, Value
 from transformers import Trainer
 
-from .data.columns import read_column
-from .errors import UserInputError
-from .run_folder import CROSSFIT_PROBS
+from ..data.columns import read_column
+from ..errors import UserInputError
+from ..run.folder import CROSSFIT_PROBS
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,3 @@
+"""Evaluation: the classification and selection metrics, and the `evaluate` metric module
+(fer_metric/, loaded by path).
+"""

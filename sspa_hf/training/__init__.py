@@ -1,0 +1,3 @@
+"""Training: the arguments, SSPATrainer and its callback, sample selection, pairing, global batches,
+synchronised BatchNorm, and `build_model`.
+"""
