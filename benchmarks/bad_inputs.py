@@ -726,8 +726,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fixtures in {time.monotonic() - started:.0f} s; {len(cases)} cases, {args.jobs} at a time", flush=True)
         work = tmp / "cwd"
         work.mkdir()
+        done: list[Outcome] = []
+
+        def one(case: Case) -> Outcome:
+            outcome = run_case(case, env, work)
+            done.append(outcome)
+            print(f"[{len(done)}/{len(cases)}] {case.id}: {outcome.category} ({outcome.seconds} s)", file=sys.stderr)
+            return outcome
+
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            outcomes = list(pool.map(lambda case: run_case(case, env, work), cases))
+            outcomes = list(pool.map(one, cases))
         print_table(outcomes)
         if args.json:
             totals = Counter(o.category for o in outcomes)
