@@ -15,18 +15,21 @@ from sspa_hf.errors import UserInputError
 from sspa_hf.labels import EXPRESSIONS
 
 
-@pytest.mark.parametrize("suffix", [".yaml", ".json"])
-def test_a_key_given_twice_in_a_recipe_is_refused_with_both_lines(tmp_path, capsys, suffix):
+@pytest.mark.parametrize(
+    "suffix,text,where",
+    [
+        (".yaml", "extends: {q}\nlearning_rate: 0.1\nnum_experts: 2\nlearning_rate: 0.5\n", "lines 2 and 4"),
+        (".json", '{{"extends": "{q}",\n "learning_rate": 0.1,\n "learning_rate": 0.5}}\n', "lines 2 and 3"),
+        (".json", '{{"learning_rate": 0.1, "learning_rate": 0.5}}', "line 1, columns 2 and 24"),
+    ],
+)
+def test_a_key_given_twice_in_a_recipe_is_refused_with_both_places(tmp_path, capsys, suffix, text, where):
     recipe = tmp_path / f"recipe{suffix}"
-    if suffix == ".yaml":
-        recipe.write_text(f"extends: {QUICKSTART}\nlearning_rate: 0.1\nnum_experts: 2\nlearning_rate: 0.5\n")
-    else:
-        recipe.write_text(f'{{"extends": "{QUICKSTART}",\n "learning_rate": 0.1,\n "learning_rate": 0.5}}\n')
+    recipe.write_text(text.format(q=QUICKSTART))
     out = tmp_path / "out"
     assert main([str(recipe), "--output_dir", str(out)]) == 2
     message = one_line_error(capsys)
-    lines = "lines 2 and 4" if suffix == ".yaml" else "lines 2 and 3"
-    assert f"recipe {recipe}" in message and "'learning_rate' is given twice" in message and lines in message
+    assert f"recipe {recipe}" in message and "'learning_rate' is given twice" in message and where in message
     assert not out.exists()
 
 

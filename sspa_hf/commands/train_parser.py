@@ -125,15 +125,21 @@ class _RecipeLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen_at: dict[Any, int] = {}
+        seen_at: dict[Any, tuple[int, int]] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 continue  # an unhashable key: PyYAML's own error names it
-            line = key_node.start_mark.line + 1
+            here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen_at:
-                raise UserInputError(f"key {key!r} is given twice (lines {seen_at[key]} and {line})")
-            seen_at[key] = line
+                (line, column), (again, column_again) = seen_at[key], here
+                where = (
+                    f"lines {line} and {again}"
+                    if line != again
+                    else f"line {line}, columns {column} and {column_again}"
+                )
+                raise UserInputError(f"key {key!r} is given twice ({where})")
+            seen_at[key] = here
         return super().construct_mapping(node, deep=deep)
 
 
