@@ -7,12 +7,14 @@ accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m ssp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from ..errors import UserInputError, first_line
 from ..evaluation.metrics import evaluate_predictions, format_summary
-from ..run.checkpoints import resolve_resume, terminate
+from ..run.checkpoints import disk_full, latest_complete_checkpoint, resolve_resume, terminate
 from ..run.guard import RunLock, RunStatus, check_output_dir, data_record, remove_if_only_bookkeeping, start_over
 from ..training.arguments import DataArguments, ModelArguments, SSPATrainingArguments
 from . import run_command
@@ -90,22 +92,23 @@ def train(
     class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     eval_spec = data_args.eval_dataset or data_args.target_dataset
     y_true, y_pred = prediction.label_ids, np.argmax(prediction.predictions, axis=-1)
-    if args.should_save:
-        title = f"{eval_spec} [{data_args.eval_split}]"
-        full = write_evaluation_report(output_dir, y_true, y_pred, class_names, title)
-        write_predictions(output_dir, y_true, prediction.predictions, class_names)
-        plots = [output_dir / CONFUSION_MATRIX, *write_training_report(output_dir, train_set)]
-        log_plots_to_tensorboard(trainer, plots)
-    else:
-        full = evaluate_predictions(y_true, y_pred, class_names)
-    scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
-    trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
-    card = {
-        "dataset_tags": [data_args.target_dataset, data_args.auxiliary_dataset],
-        "dataset": eval_spec,
-        "dataset_args": data_args.eval_split,
-    }
-    trainer.create_model_card(**card)
+    with one_line_on_full_disk(output_dir):  # the model is saved: a full disk now loses only reports
+        if args.should_save:
+            title = f"{eval_spec} [{data_args.eval_split}]"
+            full = write_evaluation_report(output_dir, y_true, y_pred, class_names, title)
+            write_predictions(output_dir, y_true, prediction.predictions, class_names)
+            plots = [output_dir / CONFUSION_MATRIX, *write_training_report(output_dir, train_set)]
+            log_plots_to_tensorboard(trainer, plots)
+        else:
+            full = evaluate_predictions(y_true, y_pred, class_names)
+        scalars = {f"eval_{k}": v for k, v in full.items() if isinstance(v, (int, float))}
+        trainer.save_metrics("eval", scalars)  # printed below by print_summary, with the selection quality
+        card = {
+            "dataset_tags": [data_args.target_dataset, data_args.auxiliary_dataset],
+            "dataset": eval_spec,
+            "dataset_args": data_args.eval_split,
+        }
+        trainer.create_model_card(**card)
     if status is not None:
         status.write("complete")  # before the push, so that the pushed run_status.json says so
     if args.push_to_hub or push_at_end:
@@ -114,6 +117,32 @@ def train(
     if args.should_save:
         print_summary(full, class_names, quality, output_dir)
     return {**scalars, **quality}
+
+
+@contextlib.contextmanager
+def one_line_on_full_disk(output_dir: Path) -> Iterator[None]:
+    """A full disk while the end-of-run reports are written, after the model was saved: one line (and
+    run_status.json's error) saying what was kept and how to get the rest, instead of a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full(exc, output_dir)
+        if full is None:
+            raise
+        model_files = ("model.safetensors", "config.json", "preprocessor_config.json")
+        kept = [name for name in model_files if (output_dir / name).is_file()]
+        checkpoint = latest_complete_checkpoint(output_dir)[0]
+        how = (
+            f"free some space and run the same command with --resume_from_checkpoint true: it starts from {checkpoint}"
+            " and writes them without training again"
+            if checkpoint
+            else f"free some space; sspa-eval {output_dir} DATASET evaluates the model"
+        )
+        raise UserInputError(
+            f"writing the end-of-run reports into {output_dir} failed: {full}; kept: the trained model "
+            f"({', '.join(kept) or 'none'}){f' and {checkpoint.name}' if checkpoint else ''}; missing: some of the "
+            f"metrics, plots and model card; {how}"
+        ) from exc
 
 
 def log_plots_to_tensorboard(trainer: Any, images: list[Path]) -> None:

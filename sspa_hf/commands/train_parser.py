@@ -121,6 +121,28 @@ def _snake_case_only(action: argparse.Action) -> argparse.Action:
     return shown
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen_at: dict[Any, tuple[int, int]] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: PyYAML's own error names it
+            here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in seen_at:
+                (line, column), (again, column_again) = seen_at[key], here
+                where = (
+                    f"lines {line} and {again}"
+                    if line != again
+                    else f"line {line}, columns {column} and {column_again}"
+                )
+                raise UserInputError(f"key {key!r} is given twice ({where})")
+            seen_at[key] = here
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a recipe; `extends: other.yaml` (relative to it) is read first and overridden key by key."""
     if not path.is_file():
@@ -128,13 +150,19 @@ def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in _seen:
         raise UserInputError(f"recipe {path} extends itself (through {' -> '.join(map(str, _seen))})")
     try:
-        recipe = yaml.safe_load(path.read_text())  # JSON is YAML too
+        recipe = yaml.load(path.read_text(), Loader=_RecipeLoader)  # JSON is YAML too
     except yaml.YAMLError as exc:
         raise UserInputError(f"recipe {path} is not valid YAML/JSON: {exc}".replace("\n", " ")) from exc
+    except UserInputError as exc:
+        raise UserInputError(f"recipe {path}: {exc}") from None
     if not isinstance(recipe, dict):
         raise UserInputError(f"recipe {path} must be a mapping of argument names to values")
     if "extends" in recipe:
-        base = load_recipe(path.parent / str(recipe.pop("extends")), (*_seen, path.resolve()))
+        extends = str(recipe.pop("extends"))
+        base_path = path.parent / extends
+        if not base_path.is_file():
+            raise UserInputError(f"recipe {path}: extends {extends}: {base_path} not found")
+        base = load_recipe(base_path, (*_seen, path.resolve()))
         recipe = {**base, **recipe}
     return recipe
 

@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 
 from ..errors import UserInputError
 from ..labels import EXPRESSIONS, class_label_feature
-from .schema import BASE_COLUMNS, SPLIT_ALIASES, finish, name_to_id, warn_empty_classes
+from .schema import BASE_COLUMNS, SPLIT_ALIASES, finish, name_to_id, unknown_name_hint, warn_empty_classes
 
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
 #: The manifest `sspa-prepare` writes into a prepared folder (source fingerprint, options, counts, aliases).
@@ -137,10 +137,8 @@ def _map_labels(split: Dataset, column: str, label_map: dict[str, str | None] | 
             try:
                 lookup[value] = name_to_id(str(value), label_map)
             except KeyError:
-                hint = "add it to label_map" if label_map else "give label_map=name:ours,..."
                 raise UserInputError(
-                    f"{where}: row {row}: unknown label {value!r} in column {column!r} "
-                    f"(canonical: {', '.join(EXPRESSIONS)}; {hint})"
+                    f"{where}: row {row}: unknown label {value!r} in column {column!r}: {unknown_name_hint(label_map)}"
                 ) from None
         target = lookup[value]
         if target is None:

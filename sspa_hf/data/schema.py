@@ -162,17 +162,26 @@ def parse_label_map(text: str, where: str) -> dict[str, str | None]:
 
 
 def name_to_id(name: str, label_map: dict[str, str | None] | None) -> int | None:
-    """Canonical id of a native class name, None to drop it; raises KeyError for an unknown name."""
+    """Canonical id of a native class name, None to drop it; raises KeyError for an unknown name.
+
+    `label_map` comes first; a name it does not list is still known by its common spellings (NAME_SYNONYMS), so a
+    map need only name what those do not cover."""
     if label_map is not None:
         lowered = {key.lower(): value for key, value in label_map.items()}
-        if name in label_map:
-            target = label_map[name]
-        elif name.lower() in lowered:
-            target = lowered[name.lower()]
-        else:
-            raise KeyError(name)
-        return None if target is None else LABEL2ID[target]
+        if name in label_map or name.lower() in lowered:
+            target = label_map[name] if name in label_map else lowered[name.lower()]
+            return None if target is None else LABEL2ID[target]
     return LABEL2ID[NAME_SYNONYMS[name.lower()]]
+
+
+def unknown_name_hint(label_map: dict[str, str | None] | None) -> str:
+    """What a name unknown to `name_to_id` is not, and how to map it: the end of a one-line error."""
+    spellings = ", ".join(name for name in NAME_SYNONYMS if name not in EXPRESSIONS)
+    where = f"neither in label_map ({', '.join(label_map)}) nor" if label_map else "not"
+    return (
+        f"{where} a class name ({', '.join(EXPRESSIONS)}) or a common spelling of one ({spellings}); "
+        "map it with label_map=name:class or name:drop"
+    )
 
 
 def base_features(extra: Mapping[str, Any] | None = None) -> Features:

@@ -66,6 +66,12 @@ class ModelArguments:
             raise ValueError(
                 f"image_size must be >= {MIN_IMAGE_SIZE} (the ResNet halves the side 5 times), got {self.image_size}"
             )
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name)
+            if len(values) != 3:
+                raise ValueError(f"{name} needs 3 values (red, green, blue), got {len(values)}: {values}")
+        if min(self.image_std) <= 0:
+            raise ValueError(f"image_std values must be > 0 (pixels are divided by them), got {self.image_std}")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Generic image-folder trees: `ROOT/<class>/*` (one `train` split) or `ROOT/<split>/<class>/*`.
 
-Class folder names are matched to the canonical classes by common spellings (angry, happy, sad, surprised, ...), or
-by an explicit `label_map=folder1:ours1,folder2:ours2` (`ours` may be `drop`).
+Class folder names are matched to the canonical classes by common spellings (angry, happy, sad, surprised, ...) and by
+`label_map=folder1:ours1,folder2:ours2` (`ours` may be `drop`), which comes first: it need only name the others.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import UserInputError
-from ...labels import EXPRESSIONS
 from ..schema import (
     SPLIT_ALIASES,
     Options,
@@ -22,6 +21,7 @@ from ..schema import (
     name_to_id,
     parse_label_map,
     require_dir,
+    unknown_name_hint,
 )
 
 LAYOUT = "imagefolder: ROOT/<class>/<image> or ROOT/{train,validation,test}/<class>/<image>"
@@ -53,9 +53,8 @@ def read_imagefolder(path: Path, options: Options, ctx: ReadContext) -> RawSourc
             try:
                 label = name_to_id(class_dir.name, label_map)
             except KeyError:
-                hint = "add it to label_map" if label_map else "give label_map=folder:ours,..."
                 raise UserInputError(
-                    f"imagefolder: unknown class folder {class_dir} (known: {', '.join(EXPRESSIONS)}; {hint})"
+                    f"imagefolder: unknown class folder {class_dir}: {unknown_name_hint(label_map)}"
                 ) from None
             images = list_images(class_dir)
             if label is None:
