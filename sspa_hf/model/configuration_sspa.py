@@ -130,5 +130,6 @@ def register_model_class() -> None:
     `AutoModelForImageClassification`: every Auto path (`from_pretrained`, `from_config`, `pipeline`) makes the
     config before it looks the model class up, so `import sspa_hf` need not import the model. A saved folder's copy
     of this file (trust_remote_code) leaves it to the folder's `auto_map`."""
-    if __package__ == "sspa_hf" and "sspa_hf.model.modeling_sspa" not in sys.modules:
-        importlib.import_module("sspa_hf.model.modeling_sspa")
+    model_module = f"{__package__}.modeling_sspa"
+    if (__package__ or "").startswith("sspa_hf.") and model_module not in sys.modules:
+        importlib.import_module(model_module)
