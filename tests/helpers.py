@@ -64,6 +64,24 @@ TINY_FLAGS = [
     "true",
 ]
 
+# A 40 + 40-face run at 32 px, batches of 20, a checkpoint every step: the kill-and-resume tests.
+CHECKPOINT_EVERY_STEP = [
+    QUICKSTART,
+    *TINY_FLAGS,
+    "--target_dataset",
+    "synthetic:?role=target&n=40",
+    "--auxiliary_dataset",
+    "synthetic:?role=auxiliary&n=40",
+    "--per_device_train_batch_size",
+    "20",
+    "--image_size",
+    "32",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "1",
+]
+
 # The backbone TINY_FLAGS builds, for tiny models saved and loaded without training (TINY below is twice as wide).
 TINY_BACKBONE = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 

@@ -18,30 +18,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import QUICKSTART, TINY_FLAGS
+from helpers import CHECKPOINT_EVERY_STEP
 
 from sspa_hf.commands.train import main
 from sspa_hf.run.checkpoints import checkpoint_problem, latest_complete_checkpoint, signals_deferred, terminate
 from sspa_hf.run.guard import LOCK, RunLock, lock_holder
 
-FLAGS = [
-    QUICKSTART,
-    *TINY_FLAGS,
-    "--target_dataset",
-    "synthetic:?role=target&n=40",
-    "--auxiliary_dataset",
-    "synthetic:?role=auxiliary&n=40",
-    "--per_device_train_batch_size",
-    "20",
-    "--image_size",
-    "32",
-    "--save_strategy",
-    "steps",
-    "--save_steps",
-    "1",
-    "--save_total_limit",
-    "3",
-]  # 80 samples, 4 steps per epoch, 2 epochs: checkpoint-6, -7 and -8 are kept
+# 80 samples, 4 steps per epoch, 2 epochs: checkpoint-6, -7 and -8 are kept
+FLAGS = [*CHECKPOINT_EVERY_STEP, "--save_total_limit", "3"]
 
 
 @pytest.fixture(scope="module")

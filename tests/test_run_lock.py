@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import QUICKSTART, TINY_FLAGS
+from helpers import CHECKPOINT_EVERY_STEP, QUICKSTART, TINY_FLAGS
 
 from sspa_hf.commands import run_command
 from sspa_hf.errors import Terminated, UserInputError
@@ -258,22 +258,7 @@ def training_step(self, *args, **kwargs):
 Trainer.training_step = training_step
 sys.exit(train_command.main(sys.argv[1:]))
 """
-FLAGS = [
-    QUICKSTART,
-    *TINY_FLAGS,
-    "--target_dataset",
-    "synthetic:?role=target&n=40",
-    "--auxiliary_dataset",
-    "synthetic:?role=auxiliary&n=40",
-    "--per_device_train_batch_size",
-    "20",
-    "--image_size",
-    "32",
-    "--save_strategy",
-    "steps",
-    "--save_steps",
-    "1",
-]
+FLAGS = [*CHECKPOINT_EVERY_STEP]
 
 
 @pytest.mark.slow
