@@ -101,3 +101,38 @@ def test_docs_and_tests_call_the_commands_with_snake_case_flags() -> None:
         if re.search(re.escape(flag) + r"\b", path.read_text())
     ]
     assert not found, found
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("flag", ["--no_such_flag", "--batch", "--kept", "--top", "--trust"])
+def test_an_unknown_or_abbreviated_flag_is_one_line_without_the_usage_block(monkeypatch, capsys, command, flag):
+    """argparse would take `--batch` for `--batch_size` (and print its usage block before an error): both commands'
+    mistakes are one `PROG: error:` line, exit 2, before the command body runs."""
+    module, body, kebab = COMMANDS[command]
+    monkeypatch.setattr(module, body, lambda args: pytest.fail("the body ran"))
+    try:
+        code = module.main([*kebab[:2], flag, "1"])
+    except SystemExit as stop:  # argparse's exit, which sspa-prepare turns into its return value
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{module.PROG}: error: ") and "usage:" not in err, err
+
+
+def test_prepare_refuses_an_output_folder_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    monkeypatch.setattr(prepare, "prepare_source", lambda *a, **k: pytest.fail("the data were prepared"))
+    for out in (a_file, a_file / "prepared"):
+        assert prepare.main(["synthetic:?role=target&n=20", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"OUTPUT_DIR {out}" in err and "is a file" in err, err
+
+
+def test_export_selection_refuses_an_out_inside_a_file_before_any_work(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    monkeypatch.setattr(export_selection, "auxiliary_with_selection", lambda *a: pytest.fail("the run was read"))
+    assert export_selection.main([str(tmp_path), str(a_file / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"OUT {a_file / 'out'} cannot be made: {a_file} is a file" in err, err

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
 from ..errors import Terminated, UserInputError, first_line
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the commands: a mistake on the command line is one line (`PROG: error: ...`, exit 2) without
+    argparse's usage block, and an abbreviated flag is refused as an unknown one, not taken for the flag it starts."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
 def snake_case_flags(argv: Sequence[str] | None = None) -> list[str]:

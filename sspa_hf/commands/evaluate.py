@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..evaluation.metrics import format_summary
 from ..run.folder import CONFUSION_MATRIX, EVAL_METRICS, EVAL_PREDICTIONS, write_evaluation_report, write_predictions
-from . import run_command, snake_case_flags
+from . import CommandParser, run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 from .output_paths import check_output_folder
 
@@ -42,9 +42,9 @@ examples:
   {PROG} runs/rafdb imagefolder:/data/my_faces --split train --batch_size 128 --device cuda"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser (also renders --help)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", metavar="MODEL", help="model folder or Hub id")

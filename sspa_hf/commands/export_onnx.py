@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserInputError
-from . import run_command, snake_case_flags
+from . import CommandParser, run_command, snake_case_flags
 from .model_io import load_model
 from .output_paths import check_output_file
 
@@ -21,9 +21,9 @@ softmax is the score pipeline("image-classification") reports. The batch axis is
 (pip install 'sspa-hf[onnx]'); with --check the file is run with onnxruntime against PyTorch on batches of 1 and 8."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser (also renders --help)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    parser = CommandParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("model", metavar="MODEL", help="model folder (or Hub id)")
     parser.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
     parser.add_argument(

@@ -25,16 +25,15 @@ from ..errors import UserInputError
 from ..labels import class_label_feature
 from ..run.folder import DATA_ARGS as DATA_ARGS_FILE
 from ..run.folder import SELECTION_TABLE
-from . import run_command, snake_case_flags
+from . import CommandParser, run_command, snake_case_flags
+from .output_paths import check_output_folder
 
 PROG = "sspa-export-selection"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser (also renders --help)."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="an sspa-train output folder (selection.parquet)")
     parser.add_argument("out", metavar="OUT", help="new folder for the data set (datasets' save_to_disk)")
     parser.add_argument("--kept_only", action="store_true", help="write only the consistent (kept) samples")
@@ -147,6 +146,7 @@ def export(args: argparse.Namespace) -> Any:
     run_dir, out = Path(args.run_dir), Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserInputError(f"{out} already exists and is not an empty folder")
+    check_output_folder(out, "OUT")
     if args.push_to_hub:
         from .hub import push_problem
 

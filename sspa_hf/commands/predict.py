@@ -22,7 +22,7 @@ from ..data.faces import DETECTORS, check_detector, get_detector, require_cv2
 from ..data.image_check import check_one
 from ..data.images import IMAGE_EXTENSIONS, BadImageError, decode, to_rgb
 from ..errors import UserInputError
-from . import run_command, snake_case_flags
+from . import CommandParser, run_command, snake_case_flags
 from .model_io import add_model_options, load_model, resolve_device
 from .output_paths import check_output_file, check_output_folder
 from .photos import (
@@ -69,9 +69,9 @@ examples:
   {PROG} runs/caer_s clip.mp4 --detect_faces --every 5 --annotate annotated/ --output frames.csv"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser (also renders --help)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", metavar="MODEL", help="model folder or Hub id")

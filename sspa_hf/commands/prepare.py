@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import datasets
 
@@ -14,7 +15,8 @@ from ..data.prepare import NO_FACE_REPORT
 from ..data.saved import MANIFEST
 from ..errors import UserInputError
 from ..run.folder import BAD_IMAGES_REPORT
-from . import run_command, snake_case_flags
+from . import CommandParser, run_command, snake_case_flags
+from .output_paths import check_output_folder
 
 PROG = "sspa-prepare"
 
@@ -38,9 +40,9 @@ OUTPUT_DIR holds the DatasetDict, {MANIFEST} (source fingerprint, options, count
 {BAD_IMAGES_REPORT} / {NO_FACE_REPORT} when images were left out. See docs/datasets.md."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser (also used to render --help)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("spec", metavar="SPEC", help="the raw dataset, FORMAT:PATH[?key=value&...]")
@@ -123,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         num_proc=args.num_proc,
     )
     output_dir = os.path.expanduser(args.output_dir)
+    check_output_folder(Path(output_dir), "OUTPUT_DIR")  # and its folder, where the partial copy is written:
+    check_output_folder(Path(output_dir).absolute().parent, f"OUTPUT_DIR {output_dir}: its folder")
     if args.force:
         _forget(output_dir)
     result = prepare_source(spec, output_dir, options)
