@@ -130,3 +130,14 @@ def test_the_check_reads_a_chunk_at_a_time_and_reports_each_bad_row_once(folder,
     broken = [row for row, path in enumerate(paths) if path.endswith("broken.jpg")]
     assert len(broken) == 2 and broken[1] - broken[0] > 3
     assert [row for row, _, _ in image_check.find_bad_images(train, "training")] == broken
+
+
+def test_decoding_names_the_file_and_the_reason_without_a_stream_address():
+    """PIL names its stream (`<_io.BytesIO object at 0x...>`): the training, evaluation and prepare paths say why in
+    words instead, as the image check does."""
+    from sspa_hf.data.images import BadImageError, decode
+
+    with pytest.raises(BadImageError) as bad:
+        decode(b"not an image at all", "faces/angry/0.png")
+    reason = "not an image file PIL can read (unknown or corrupt format)"
+    assert str(bad.value) == f"cannot read image faces/angry/0.png: {reason}"

@@ -14,21 +14,19 @@ import io
 import json
 import logging
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
 from ..run.folder import BAD_IMAGES_REPORT
-from .images import BadImageError, image_name, read_bytes
+from .images import ADDRESS, UNIDENTIFIED, BadImageError, image_name, read_bytes
 
 logger = logging.getLogger(__name__)
 
 CHECK_CHUNK = 4096  # rows read and checked at a time
 CHECK_VERSION = 2  # bump when what counts as a bad image changes: old verdicts are then ignored
 _MAGIC = {b"\xff\xd8\xff\xe0": "JPEG", b"\xff\xd8\xff\xe1": "JPEG", b"\x89PNG": "PNG"}
-_ADDRESS = re.compile(r"\s*<[^>]* at 0x[0-9a-fA-F]+>")
 
 
 def check_one(value: dict[str, Any] | None, name: str) -> str | None:
@@ -47,9 +45,9 @@ def check_one(value: dict[str, Any] | None, name: str) -> str | None:
     except BadImageError as err:
         return err.reason
     except UnidentifiedImageError:
-        return "not an image file PIL can read (unknown or corrupt format)"
+        return UNIDENTIFIED
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        message = _ADDRESS.sub("", str(err)).strip() or type(err).__name__
+        message = ADDRESS.sub("", str(err)).strip() or type(err).__name__
         kind = kind if kind != "image" else _MAGIC.get(data[:4], "image")
         if "truncated" in message.lower() or "broken data stream" in message:
             return f"truncated {kind}"

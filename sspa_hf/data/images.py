@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UserInputError
 from ..model.pixels import to_rgb
@@ -17,6 +18,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 #: Formats whose pixels are exact; a face cut from one is stored as PNG, from any other as JPEG.
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM", "PGM"})
 ORIENTATION = 0x0112  # the EXIF orientation tag
+
+
+#: PIL's messages name the stream they read (`<_io.BytesIO object at 0x...>`): an address that tells a user nothing.
+ADDRESS = re.compile(r"\s*<[^>]* at 0x[0-9a-fA-F]+>")
+UNIDENTIFIED = "not an image file PIL can read (unknown or corrupt format)"
 
 
 class BadImageError(Exception):
@@ -65,8 +71,10 @@ def decode(data: bytes, name: str) -> Image.Image:
         if image.getexif().get(ORIENTATION, 1) != 1:
             ImageOps.exif_transpose(image, in_place=True)
             image.info["reoriented"] = True
+    except UnidentifiedImageError:
+        raise BadImageError(name, UNIDENTIFIED) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise BadImageError(name, str(err) or type(err).__name__) from None
+        raise BadImageError(name, ADDRESS.sub("", str(err)).strip() or type(err).__name__) from None
     return image
 
 
