@@ -126,7 +126,7 @@ class SSPATrainingArguments(TrainingArguments):
         prior_weight (`float`, defaults to `0`):
             w of the transition_pam mode: from epoch T_S the model predicts with logits + w log pi, pi the target
             faces' class prior (logit adjustment), trading back the tail recall PAM's flat batches bought for
-            accuracy (measured frontier: docs/RESULTS.md, "Issue 16").
+            accuracy (measured frontier: docs/RESULTS.md, "`transition_pam`'s prior weight").
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
