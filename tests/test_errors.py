@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import datasets
 import pytest
@@ -61,3 +63,17 @@ def test_run_status_records_the_first_line_of_a_failure(tmp_path) -> None:
     assert json.loads((tmp_path / "run_status.json").read_text())["error"] == "ValueError"
     status.write("interrupted", KeyboardInterrupt("SIGTERM"))
     assert json.loads((tmp_path / "run_status.json").read_text())["error"] == "SIGTERM"
+
+
+def test_a_python_warning_inside_a_command_is_one_line():
+    """`warnings` prints the warning and its source line under it; a command prints `PROG: warning: ...` alone."""
+    code = (
+        "import sys, warnings\n"
+        "from sspa_hf.commands import run_command\n"
+        "def body():\n"
+        "    warnings.warn('imagefolder train: no samples of class fear', UserWarning)\n"
+        "    return 0\n"
+        "sys.exit(run_command('sspa-x', body))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "sspa-x: warning: imagefolder train: no samples of class fear\n"

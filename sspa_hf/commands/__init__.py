@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import Terminated, UserInputError, first_line
@@ -43,6 +44,7 @@ def run_command(name: str, body: Callable[[], int], sigterm: str | None = None) 
     `sigterm`: what a SIGTERM means until the body installs its own handler (it is installed first, before the
     body's imports), e.g. that nothing was started yet."""
     previous = None
+    format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning(name)
     if sigterm is not None and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop(signum, sigterm))
     try:
@@ -54,8 +56,15 @@ def run_command(name: str, body: Callable[[], int], sigterm: str | None = None) 
         print(f"{name}: {first_line(exc) if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     finally:
+        warnings.formatwarning = format_warning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(name: str) -> Callable[..., str]:
+    """A Python warning printed by a command: `PROG: warning: ...` on one line, without the source line that
+    `warnings` prints under it (which tells a user nothing)."""
+    return lambda message, category, filename, lineno, line=None: f"{name}: warning: {message}\n"
 
 
 def _stop(signum: int, detail: str) -> None:
