@@ -370,3 +370,11 @@ def test_a_run_killed_between_its_final_model_and_processor_files_is_finished_as
     monkeypatch.undo()
     assert train([str(run / "recipe.yaml"), "--resume_from_checkpoint", "true"]) == 0
     assert predict_command.main([str(run), str(face)]) == 0
+
+
+def test_a_top_k_above_the_number_of_classes_says_so_and_ranks_them_all(setup, tmp_path, capsys):
+    out = tmp_path / "rows.csv"
+    assert predict_command.main([str(setup["model"]), str(setup["faces"]), "--top_k", "100", "--output", str(out)]) == 0
+    line = _one_line(capsys, predict_command.PROG)
+    assert line == "sspa-predict: --top_k 100: the model knows 7 classes; every row ranks all 7", line
+    assert out.read_text().splitlines()[0].count("label_") == 7

@@ -385,6 +385,9 @@ def run(args: argparse.Namespace) -> int:
     from ..model.pipeline_sspa import SSPAImageClassificationPipeline
 
     top_k = min(args.top_k, model.config.num_labels)
+    if top_k < args.top_k:
+        known = f"the model knows {top_k} classes; every row ranks all {top_k}"
+        print(f"{PROG}: --top_k {args.top_k}: {known}", file=sys.stderr)
     classifier = pipeline(
         "image-classification",
         model=model,
