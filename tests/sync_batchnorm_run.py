@@ -52,6 +52,9 @@ def main(out: Path, plain: bool) -> None:
     state.update({f"buffer/{k}": v.clone() for k, v in model.state_dict().items() if "running" in k})
     out.mkdir(parents=True, exist_ok=True)
     torch.save(state, out / f"rank{rank}.pt")
+    # As sspa-train leaves (commands/train.py): both ranks reach the end before either destroys its group, or the
+    # one still in gloo's teardown can abort ("terminate called without an active exception"; seen under load).
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
