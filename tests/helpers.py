@@ -157,11 +157,17 @@ def make_trainer(
 
 
 def training_batch(trainer: SSPATrainer, indices: list[int]) -> dict[str, torch.Tensor]:
-    """The collated training batch of these rows of the trainer's train set, through its training augmentation."""
+    """The collated training batch of these rows of the trainer's train set, as the loader gives it (uint8 faces
+    and their random parameters, augmented by `trainer.train_augment.apply`)."""
     from sspa_hf.data.transforms import FERTorchDataset, collate_fer
 
     dataset = FERTorchDataset(trainer.train_dataset, trainer.train_augment)
     return collate_fer([dataset[i] for i in indices])
+
+
+def augmented(trainer: SSPATrainer, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A loader's training batch as the mode sees it: float pixels of each view (`BatchAugment.apply`)."""
+    return trainer.train_augment.apply(batch)
 
 
 def launch_two_processes(*arguments: str, port_offset: int = 0) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, joint_data, make_trainer, run_two_processes, training_batch
+from helpers import TINY, augmented, joint_data, make_trainer, run_two_processes, training_batch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
 from sspa_hf.model.modeling_sspa import TRANSITION_INIT, expert_cross_entropy
@@ -48,7 +48,7 @@ def test_transition_loss_reads_target_labels_directly_and_auxiliary_labels_throu
     loss = trainer.compute_loss(model, dict(batch))
     torch.manual_seed(1)
     with torch.no_grad():
-        out = model(pixel_values=batch["pixel_values"])
+        out = model(pixel_values=augmented(trainer, batch)["pixel_values"])
     labels = batch["labels"]
     target = expert_cross_entropy(out.expert_logits, labels)[:20]
     aux = -out.auxiliary_log_probs[20:].gather(2, labels[20:].view(-1, 1, 1).expand(-1, 2, 1)).squeeze(2).mean(1)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, joint_data, make_trainer, training_batch
+from helpers import TINY, augmented, joint_data, make_trainer, training_batch
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification
 from sspa_hf.errors import UserInputError
@@ -81,7 +81,9 @@ def test_after_the_verdict_flagged_faces_are_mixed_and_kept_auxiliary_faces_go_t
     model = trainer.model.train()
     torch.manual_seed(1)
     loss = trainer.compute_loss(model, dict(batch))
-    paired = pair_and_mix(batch["pixel_values"], batch["labels"], clean[rows], rng=np.random.default_rng(7))
+    paired = pair_and_mix(
+        augmented(trainer, batch)["pixel_values"], batch["labels"], clean[rows], rng=np.random.default_rng(7)
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         out = model(pixel_values=paired.pixel_values)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TINY_FLAGS, joint_data, make_trainer, training_batch
+from helpers import TINY_FLAGS, augmented, joint_data, make_trainer, training_batch
 
 from sspa_hf import SSPAForImageClassification
 from sspa_hf.commands.export_selection import selection_columns
@@ -129,11 +129,16 @@ def test_the_step_denominator_counts_the_weights_the_loss_uses(tmp_path):
     trainer.selector.epoch = trainer.args.selection_epochs  # PA stage: every sample of the mixed batch
     batch = training_batch(trainer, rows.tolist())
     clean = trainer.selector.loss_mask(rows)
-    paired = pair_and_mix(batch["pixel_values"], batch["labels"], clean, rng=np.random.default_rng(0))
+    paired = pair_and_mix(
+        augmented(trainer, batch)["pixel_values"], batch["labels"], clean, rng=np.random.default_rng(0)
+    )
     assert torch.equal(mode.loss_weight(rows), paired.loss_weight) and bool(paired.loss_weight.all())
     trainer.selector.clean[rows] = False  # nothing clean to mix with: nothing enters the loss
     paired = pair_and_mix(
-        batch["pixel_values"], batch["labels"], trainer.selector.loss_mask(rows), rng=np.random.default_rng(0)
+        augmented(trainer, batch)["pixel_values"],
+        batch["labels"],
+        trainer.selector.loss_mask(rows),
+        rng=np.random.default_rng(0),
     )
     assert torch.equal(mode.loss_weight(rows), paired.loss_weight) and not bool(paired.loss_weight.any())
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import TINY, joint_data, make_trainer, run_two_processes, training_batch
+from helpers import TINY, augmented, joint_data, make_trainer, run_two_processes, training_batch
 from transformers import TrainerCallback
 
 from sspa_hf import SSPAConfig, SSPAForImageClassification, make_image_processor
@@ -35,7 +35,7 @@ def test_selection_stage_loss_uses_previous_partition_and_updates_every_sample(t
     loss = trainer.compute_loss(model, batch)
     torch.manual_seed(1)
     with torch.no_grad():
-        out = model(pixel_values=batch["pixel_values"])
+        out = model(pixel_values=augmented(trainer, batch)["pixel_values"])
     per_sample = expert_cross_entropy(out.expert_logits, batch["labels"])
     keep = torch.ones(40, dtype=torch.bool)
     keep[20:30] = False
@@ -238,14 +238,14 @@ def test_label_smoothing_factor_smooths_each_experts_cross_entropy(tmp_path):
     loss = trainer.compute_loss(trainer.model.train(), batch)
     torch.manual_seed(1)
     with torch.no_grad():
-        out = trainer.model(pixel_values=batch["pixel_values"])
+        out = trainer.model(pixel_values=augmented(trainer, batch)["pixel_values"])
     expected = expert_cross_entropy(out.expert_logits, batch["labels"], label_smoothing=0.2).mean()
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
     unsmoothed = expert_cross_entropy(out.expert_logits, batch["labels"]).mean()
     assert abs(float(expected - unsmoothed)) > 1e-3
     with torch.no_grad():  # the evaluation loss too, as the Trainer's LabelSmoother would do it
-        eval_loss = trainer.compute_loss(trainer.model.eval(), batch)
-        out = trainer.model(pixel_values=batch["pixel_values"])
+        eval_loss = trainer.compute_loss(trainer.model.eval(), augmented(trainer, batch))
+        out = trainer.model(pixel_values=augmented(trainer, batch)["pixel_values"])
     torch.testing.assert_close(eval_loss, expert_cross_entropy(out.expert_logits, batch["labels"], 0.2).mean())
 
 

@@ -2,12 +2,13 @@
 
 Layers (each imports only those above it): `schema` (shared types and columns) -> `readers/` (one module per
 format, registered in `readers.FORMATS`) -> `spec` (parse) -> `cache`/`prepare` (fingerprints, manifest,
-prepared folders; no reader) -> `sources` (the entry points) -> `joint`, `transforms` (training time).
+prepared folders; no reader) -> `sources` (the entry points) -> `joint`, `augment`, `transforms` (training time).
 
 - `load_source("rafdb:/data/RAF-DB/basic")` -> DatasetDict with columns image, label, source, id, reference_label.
 - `prepare_source(spec, output_dir, PrepareOptions(...))` -> a cached, ready `save_to_disk` folder (`sspa-prepare`).
 - `build_joint(target_train, auxiliary_train, fraction, seed, stratified)` -> the joint training set.
-- `TrainAugment`, `EvalTransform`, `FERTorchDataset`, `collate_fer` -> tensors for the DataLoader.
+- `FERTorchDataset`, `EvalTransform`, `collate_fer` -> tensors for the DataLoader; `BatchAugment` decodes and draws
+  in its workers and augments whole batches on the training device (`augment.OPERATIONS`).
 
 The names are exported lazily (PEP 562), so that a light module (`columns`, `spec`) imports without `datasets`.
 """
@@ -18,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .augment import OPERATIONS, BatchAugment
     from .cache import PrepareOptions
     from .joint import JOINT_COLUMNS, build_joint, sample_fraction
     from .prepare import PrepareResult
@@ -26,10 +28,12 @@ if TYPE_CHECKING:
     from .schema import BASE_COLUMNS, SourceSpec
     from .sources import load_source, prepare_source, read_source
     from .spec import parse_spec
-    from .transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
+    from .transforms import EvalTransform, FERTorchDataset, collate_fer
 
 #: Exported name -> the module (relative to this package) that defines it.
 _LAZY: dict[str, str] = {
+    "BatchAugment": ".augment",
+    "OPERATIONS": ".augment",
     "PrepareOptions": ".cache",
     "JOINT_COLUMNS": ".joint",
     "build_joint": ".joint",
@@ -45,7 +49,6 @@ _LAZY: dict[str, str] = {
     "parse_spec": ".spec",
     "EvalTransform": ".transforms",
     "FERTorchDataset": ".transforms",
-    "TrainAugment": ".transforms",
     "collate_fer": ".transforms",
 }
 
@@ -53,12 +56,13 @@ __all__ = [
     "BASE_COLUMNS",
     "FORMATS",
     "JOINT_COLUMNS",
+    "OPERATIONS",
+    "BatchAugment",
     "EvalTransform",
     "FERTorchDataset",
     "PrepareOptions",
     "PrepareResult",
     "SourceSpec",
-    "TrainAugment",
     "build_joint",
     "collate_fer",
     "load_prepared",

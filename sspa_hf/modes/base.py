@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Batch = dict[str, torch.Tensor]  # pixel_values, labels, sample_index, is_target
+Batch = dict[str, torch.Tensor]  # pixel_values, labels, sample_index, is_target; "<view>_pixel_values"
 #: Plain (straight) trainings for a mode's work before training: (training set, output folder) -> a ready Trainer.
 PlainTrainers = Callable[["Dataset", Path], "Trainer"]
 
@@ -95,6 +95,7 @@ class SelectionMode:
     knobs: ClassVar[tuple[Knob, ...]] = ()  # the knobs this mode reads, in the order of their card rows
     verdict: ClassVar[tuple[VerdictColumn, ...]] = ()  # the columns `verdict_columns` adds to selection.parquet
     no_decay: ClassVar[tuple[str, ...]] = ()  # parameter names (parts of) this mode keeps out of weight decay
+    views: ClassVar[dict[str, tuple[str, ...]]] = {}  # augmented views beside the training one (data.augment)
 
     # ----- before training -----
     @classmethod

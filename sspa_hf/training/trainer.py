@@ -19,8 +19,9 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 
+from ..data.augment import BatchAugment
 from ..data.columns import read_column
-from ..data.transforms import EvalTransform, FERTorchDataset, TrainAugment, collate_fer
+from ..data.transforms import EvalTransform, FERTorchDataset, collate_fer
 from ..errors import UserInputError
 from ..model.modeling_sspa import expert_cross_entropy
 from ..modes import SelectionMode, get_mode
@@ -111,12 +112,13 @@ class SSPATrainer(Trainer):
             **kwargs,
         )
         self.mode: SelectionMode = get_mode(self.args.selection_mode)(self)
-        self.train_augment = TrainAugment(
+        self.train_augment = BatchAugment(
             image_size=processing_class.size["height"],
             image_mean=processing_class.image_mean,
             image_std=processing_class.image_std,
             padding=self.args.crop_padding,
             seed=self.args.seed,
+            views=self.mode.views,
         )
         self._sync_batch_statistics()
         self.add_callback(EpochCallback(self))
@@ -131,8 +133,9 @@ class SSPATrainer(Trainer):
 
     # ----- data -----
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """Batches carry pixel_values, labels, sample_index and is_target (augmented per sample and epoch); with
-        N processes each step is the one-process global batch, shared out (`GlobalBatchShares`)."""
+        """Batches carry uint8 faces with their random parameters (augmented on the device in `compute_loss`),
+        labels, sample_index and is_target; with N processes each step is the one-process global batch, shared out
+        (`GlobalBatchShares`)."""
         processes = self.accelerator.num_processes
         return self._get_dataloader(
             dataset=FERTorchDataset(self.train_dataset, self.train_augment),
@@ -181,18 +184,19 @@ class SSPATrainer(Trainer):
 
     # ----- loss -----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The mode's per-sample loss, weighted by its loss weight, over the optimizer step's loss weight.
+        """The mode's per-sample loss on the augmented batch, weighted by its loss weight, over the optimizer step's
+        loss weight.
 
         `num_items_in_batch` (from `get_batch_samples`) is the step's loss weight summed over its micro-batches
         and processes: the micro-batches' losses add up (`loss_is_scaled_for_ga`) and the factor N undoes DDP's
         average over processes, so the gradient is that of the mean over the weighted samples of the global batch.
         """
-        batch = {name: inputs[name] for name in ("pixel_values", "labels", "sample_index", "is_target")}
         if not model.training:
-            outputs = model(pixel_values=batch["pixel_values"])
+            outputs = model(pixel_values=inputs["pixel_values"])
             smoothing = self.args.label_smoothing_factor
-            outputs.loss = expert_cross_entropy(outputs.expert_logits, batch["labels"], smoothing).mean()
+            outputs.loss = expert_cross_entropy(outputs.expert_logits, inputs["labels"], smoothing).mean()
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        batch = self.train_augment.apply(inputs)  # the views the mode trains on, batched on the device
         weight = self.mode.loss_weight(batch["sample_index"]).to(batch["pixel_values"].device)
         per_sample, outputs = self.mode.loss(model, batch, weight)
         if num_items_in_batch is None:  # a batch from outside the training loop: the mean over its own weight
