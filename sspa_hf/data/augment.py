@@ -133,6 +133,7 @@ OPERATIONS: dict[str, Operation] = {
 #: The training view of every mode (the paper's augmentation) and the strong view of consistency training.
 WEAK = ("crop", "flip")
 STRONG = ("crop", "flip", "colour", "rotate", "erase")
+VIEWS = {"weak": WEAK, "strong": STRONG}  # the choices of `train_augmentation`
 TRAIN_VIEW = "pixel_values"  # the view every mode trains on; other views arrive as "<name>_pixel_values"
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from . import base
 from .base import Knob, SelectionMode, VerdictColumn
 from .cleanlab import CleanlabMode
+from .consistency import ConsistencyMode
 from .paper import PaperMode
 from .straight import StraightMode
 from .transition import TransitionMode
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 # Best first, as measured on FERPlus (docs/RESULTS.md); `paper` stays the default, `straight` is the baseline.
 MODES: dict[str, type[SelectionMode]] = {
-    mode.name: mode for mode in (TransitionMode, TransitionPamMode, PaperMode, CleanlabMode, StraightMode)
+    mode.name: mode
+    for mode in (TransitionMode, TransitionPamMode, ConsistencyMode, PaperMode, CleanlabMode, StraightMode)
 }
 
 

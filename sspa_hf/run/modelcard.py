@@ -77,6 +77,7 @@ def _hyperparameters(args: TrainingArguments) -> dict[str, Any]:
         "scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
         **mode.card_rows(args),
         "crop padding": args.crop_padding,
+        "training augmentation": args.train_augmentation,
         "seed": args.seed,
     }
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..data.augment import VIEWS
 from ..model.configuration_sspa import RESNET18
 from ..model.processing import IMAGENET_MEAN, IMAGENET_STD
 from ..modes import MODES
@@ -128,6 +129,23 @@ class SSPATrainingArguments(TrainingArguments):
             faces' class prior (logit adjustment), trading back the tail recall PAM's flat batches bought for
             accuracy (measured frontier: docs/RESULTS.md, "`transition_pam`'s prior weight").
 
+        > Consistency (selection_mode `consistency`, ours; docs/method.md)
+
+        consistency_weight (`float`, defaults to `1.0`):
+            Weight of the strong view's loss beside the weak view's supervised one.
+        consistency_targets (`str`, defaults to `"hard"`):
+            `hard`: the target's argmax where its probability reaches `consistency_threshold` (FixMatch); `soft`:
+            the whole target distribution (Mean Teacher).
+        consistency_threshold (`float`, defaults to `0.95`):
+            The confidence a hard target needs.
+        distribution_alignment (`bool`, defaults to `True`):
+            Scale the targets towards the target faces' class prior (ReMixMatch).
+        teacher_ema (`float`, defaults to `0`):
+            0: the student itself (without gradient) gives the targets; d > 0: an exponential moving average of the
+            student with decay d.
+        consistency_on_target (`bool`, defaults to `False`):
+            Target faces learn their label on a strong view too.
+
         > Sample selection (paper Section 3.2, Eq. 3-4)
 
         selection_epochs (`int`, defaults to `40`):
@@ -152,6 +170,9 @@ class SSPATrainingArguments(TrainingArguments):
             Batch statistics over all processes, as on one device (BatchNorm, Eq. 8, ARM's batch mean).
         crop_padding (`float`, defaults to `0.125`):
             Random-crop padding as a fraction of the image size.
+        train_augmentation (`str`, defaults to `"weak"`):
+            The training view: `weak` (random crop and flip, the paper's) or `strong` (also colour, rotation and
+            erasing: `sspa_hf.data.augment.STRONG`).
         overwrite_output_dir (`bool`, defaults to `False`):
             Replace a complete or unfinished run in `output_dir` (refused otherwise).
 
@@ -175,6 +196,34 @@ class SSPATrainingArguments(TrainingArguments):
             "help": "w of selection_mode 'transition_pam': from epoch T_S predictions use logits + w log pi (pi: the "
             "target faces' class prior), trading tail recall back for accuracy (0: none; docs/RESULTS.md)."
         },
+    )
+    consistency_weight: float = field(
+        default=1.0, metadata={"help": "selection_mode 'consistency': weight of the strong view's loss."}
+    )
+    consistency_targets: str = field(
+        default="hard",
+        metadata={
+            "help": "selection_mode 'consistency': 'hard' (the target's argmax where confident, FixMatch) or 'soft' "
+            "(the whole target distribution, Mean Teacher)."
+        },
+    )
+    consistency_threshold: float = field(
+        default=0.95, metadata={"help": "selection_mode 'consistency': the confidence a hard target needs."}
+    )
+    distribution_alignment: bool = field(
+        default=True,
+        metadata={"help": "selection_mode 'consistency': scale the targets towards the target faces' class prior."},
+    )
+    teacher_ema: float = field(
+        default=0.0,
+        metadata={
+            "help": "selection_mode 'consistency': 0, the student itself (no gradient) gives the targets; d > 0, an "
+            "exponential moving average of the student with decay d."
+        },
+    )
+    consistency_on_target: bool = field(
+        default=False,
+        metadata={"help": "selection_mode 'consistency': target faces learn their label on a strong view."},
     )
     selection_epochs: int = field(
         default=40, metadata={"help": "T_S: epochs of the sample-selection stage; the partition is frozen after."}
@@ -200,6 +249,13 @@ class SSPATrainingArguments(TrainingArguments):
     )
     crop_padding: float = field(
         default=0.125, metadata={"help": "Random-crop padding as a fraction of the image size (training only)."}
+    )
+    train_augmentation: str = field(
+        default="weak",
+        metadata={
+            "help": f"The training view: one of {tuple(VIEWS)} (weak: random crop and flip, the paper's; strong: also "
+            "colour, rotation and erasing)."
+        },
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -233,6 +289,8 @@ class SSPATrainingArguments(TrainingArguments):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_augmentation not in VIEWS:
+            raise ValueError(f"train_augmentation must be one of {tuple(VIEWS)}, got {self.train_augmentation!r}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
         if not 0.0 <= self.ema_momentum < 1.0:

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.trainer_utils import EvalPrediction, rotate_checkpoints
 
-from ..data.augment import BatchAugment
+from ..data.augment import TRAIN_VIEW, VIEWS, BatchAugment
 from ..data.columns import read_column
 from ..data.transforms import EvalTransform, FERTorchDataset, collate_fer
 from ..errors import UserInputError
@@ -118,7 +118,7 @@ class SSPATrainer(Trainer):
             image_std=processing_class.image_std,
             padding=self.args.crop_padding,
             seed=self.args.seed,
-            views=self.mode.views,
+            views={TRAIN_VIEW: VIEWS[self.args.train_augmentation], **self.mode.views},
         )
         self._sync_batch_statistics()
         self.add_callback(EpochCallback(self))

@@ -1,0 +1,216 @@
+"""Ours: `transition`'s M, plus learning from every face's image: a teacher's target, a student on a strong view.
+
+`transition` reads each auxiliary label through the learnt M; this mode also asks the image. A teacher (the
+student itself without gradient, or an exponential moving average of it) gives each auxiliary face a target under
+the target's standard from its weak view, the posterior q(j) ~ p_teacher(j | weak) M[y, j]; distribution alignment
+scales the targets towards the target faces' class prior (ReMixMatch), so head classes' confident targets do not
+starve the tail; the student learns the target on a strongly augmented view of the same face, either the argmax
+where the target is confident (FixMatch) or the whole distribution (soft targets, as Mean Teacher). Target faces
+keep their labels (docs/method.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..data.augment import STRONG
+from ..errors import UserInputError
+from .base import USE_SELECTION, Batch, Knob, SelectionMode, refuse_without_selection
+from .transition import Transition
+
+if TYPE_CHECKING:
+    from transformers import Trainer, TrainingArguments
+
+CONSISTENCY_STATE = "consistency_state.safetensors"
+TARGETS = ("hard", "soft")
+
+
+class Consistency:
+    """A part a mode holds: teacher targets in the target's standard and the student's loss on the strong view."""
+
+    knobs = (
+        Knob("consistency_weight", "consistency weight, targets, threshold", lambda a: _summary(a)),
+        Knob("consistency_targets", None),
+        Knob("consistency_threshold", None),
+        Knob("distribution_alignment"),
+        Knob("teacher_ema", "teacher_ema (0: the student)"),
+        Knob("consistency_on_target"),
+    )
+    views = {"strong": STRONG}
+
+    def __init__(self, mode: SelectionMode, transition: Transition) -> None:
+        self.mode, self.trainer, self.args, self.transition = mode, mode.trainer, mode.args, transition
+        selector, classes = mode.selector, mode.num_classes
+        counts = np.bincount(selector.labels.numpy()[selector.is_target.numpy()], minlength=classes) + 1.0
+        self.prior = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)  # pi: the target faces' classes
+        self.mean_target = torch.full((classes,), 1.0 / classes)  # running mean of the unaligned targets
+        self.teacher: torch.nn.Module | None = None  # an EMA of the student (teacher_ema > 0)
+        self.teacher_step = -1  # the global step the teacher was last moved at
+
+    # ----- targets -----
+    def targets(self, log_p: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, C) target-standard targets: auxiliary faces q ~ p(j) M[y, j], aligned; target faces one-hot."""
+        labels, is_target = batch["labels"], batch["is_target"].to(log_p.device)
+        log_m = torch.log_softmax(self._unwrapped().standard_transition.detach().float(), dim=0)  # columns P(y | j)
+        q = torch.softmax(log_p.float() + log_m[labels], dim=1)
+        if self.args.distribution_alignment:
+            q = self._align(q, ~is_target)
+        one_hot = torch.nn.functional.one_hot(labels, q.shape[1]).to(q.dtype)
+        return torch.where(is_target[:, None], one_hot, q)
+
+    def _align(self, q: torch.Tensor, auxiliary: torch.Tensor) -> torch.Tensor:
+        """q pi / mean(q), renormalised: the targets' marginal moved towards the target prior (ReMixMatch)."""
+        count = auxiliary.sum().float().view(1)
+        total = torch.cat([q[auxiliary].sum(0), count])
+        if self.trainer.accelerator.num_processes > 1:  # one estimate on every process
+            total = self.trainer.accelerator.reduce(total, reduction="sum")
+        if float(total[-1]) > 0:
+            batch_mean = (total[:-1] / total[-1]).cpu()
+            self.mean_target = 0.99 * self.mean_target + 0.01 * batch_mean  # about the last 100 batches
+        scale = (self.prior / self.mean_target).to(q.device)
+        return torch.nn.functional.normalize(q * scale, p=1, dim=1)
+
+    def teacher_log_probs(self, outputs: Any, weak: torch.Tensor) -> torch.Tensor:
+        """log p_teacher(j | weak view), (B, C): the student's own prediction without gradient, or its EMA's."""
+        if self.args.teacher_ema <= 0:
+            return outputs.logits.detach().float().log_softmax(dim=1)
+        self._move_teacher()
+        with torch.no_grad():
+            return self.teacher(pixel_values=weak).logits.float().log_softmax(dim=1)
+
+    def _move_teacher(self) -> None:
+        """Once per optimiser step: teacher <- d teacher + (1 - d) student (buffers copied)."""
+        step = self.trainer.state.global_step
+        student = self._unwrapped()
+        if self.teacher is None:
+            self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
+        elif step != self.teacher_step:
+            decay = self.args.teacher_ema
+            with torch.no_grad():
+                for mine, theirs in zip(self.teacher.parameters(), student.parameters(), strict=True):
+                    mine.mul_(decay).add_(theirs.detach(), alpha=1.0 - decay)
+                for mine, theirs in zip(self.teacher.buffers(), student.buffers(), strict=True):
+                    mine.copy_(theirs)
+        self.teacher_step = step
+
+    # ----- loss -----
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """Per sample: `transition`'s loss on the weak view + weight x the consistency loss on the strong view."""
+        weak, labels = batch["pixel_values"], batch["labels"]
+        learns = ~batch["is_target"].to(labels.device)
+        if self.args.consistency_on_target:
+            learns = torch.ones_like(learns)
+        rows = torch.nonzero(learns).flatten()
+        strong = batch["strong_pixel_values"][rows]
+        outputs = model(pixel_values=torch.cat([weak, strong]))  # one forward: BatchNorm sees both views
+        size = len(weak)
+        weak_out = _rows(outputs, slice(0, size))
+        supervised = torch.where(
+            batch["is_target"].to(labels.device),
+            self.mode.cross_entropy(weak_out, labels),
+            self.transition.nll(weak_out, labels),
+        )
+        target = self.targets(self.teacher_log_probs(weak_out, weak), batch)[rows]
+        log_p = outputs.expert_logits[size:].float().log_softmax(dim=-1)  # (R, k, C)
+        if self.args.consistency_targets == "hard":
+            confidence, hard = target.max(dim=1)
+            mask = (confidence >= self.args.consistency_threshold).to(log_p.dtype)
+            per_face = -log_p.gather(2, hard.view(-1, 1, 1).expand(-1, log_p.shape[1], 1)).squeeze(2).mean(1) * mask
+        else:
+            per_face = -(target[:, None, :] * log_p).sum(-1).mean(1)
+        consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
+        return supervised + self.args.consistency_weight * consistency, weak_out
+
+    def _unwrapped(self) -> torch.nn.Module:
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+    # ----- checkpoints -----
+    def save(self, directory: str) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"mean_target": self.mean_target.contiguous()}
+        if self.teacher is not None:
+            tensors |= {f"teacher.{k}": v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
+        save_file(tensors, str(Path(directory) / CONSISTENCY_STATE), metadata={"step": str(self.teacher_step)})
+
+    def load(self, directory: str) -> None:
+        path = Path(directory) / CONSISTENCY_STATE
+        if not path.is_file():
+            raise UserInputError(f"{path} not found: a {self.mode.name} checkpoint keeps its teacher and targets")
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            self.mean_target = f.get_tensor("mean_target")
+            self.teacher_step = int(f.metadata()["step"])
+            teacher = {k.removeprefix("teacher."): f.get_tensor(k) for k in f.keys() if k.startswith("teacher.")}  # noqa: SIM118
+        if teacher:
+            self.teacher = copy.deepcopy(self._unwrapped()).eval().requires_grad_(False)
+            self.teacher.load_state_dict(teacher)
+
+
+def _rows(outputs: Any, index: slice) -> Any:
+    """The model outputs of some rows of the batch (the weak views)."""
+    fields = {k: v[index] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in outputs.items()}
+    return type(outputs)(**fields)
+
+
+def _summary(args: TrainingArguments) -> str:
+    threshold = f", {args.consistency_threshold}" if args.consistency_targets == "hard" else ""
+    return f"{args.consistency_weight}, {args.consistency_targets}{threshold}"
+
+
+class ConsistencyMode(SelectionMode):
+    name = "consistency"
+    help = (
+        "Ours: transition's M, and each face's image as a second source: a teacher's target-standard target from "
+        "a weak view (auxiliary faces: p(j) M[y, j], aligned to the target prior), learnt on a strong view."
+    )
+    card = (
+        "**This model was trained beyond the paper, in selection mode `consistency`:** as in `transition`, the "
+        "model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary label "
+        "through it; in addition each auxiliary face was given a target under the target's standard, its "
+        "teacher's posterior p(j | weak view) M[y, j] aligned to the target faces' class prior, and the model "
+        'learnt it on a strongly augmented view of the face. "Kept" below means that an auxiliary label is the '
+        "most probable target class of its face under M[y, j] p(j | x)."
+    )
+    model_options = Transition.model_options
+    knobs = (USE_SELECTION, *Consistency.knobs)
+    verdict = Transition.verdict
+    no_decay = Transition.no_decay
+    views = Consistency.views
+
+    @classmethod
+    def check(cls, args: TrainingArguments) -> None:
+        refuse_without_selection(cls, args)
+        if args.consistency_targets not in TARGETS:
+            raise ValueError(f"consistency_targets must be one of {TARGETS}, got {args.consistency_targets!r}")
+        if not 0.0 <= args.teacher_ema < 1.0:
+            raise ValueError(f"teacher_ema must be in [0, 1), got {args.teacher_ema}")
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.transition = Transition(self)
+        self.consistency = Consistency(self, self.transition)
+        self.selector.freeze(np.ones(len(self.selector), dtype=bool))  # nothing is dropped
+
+    def loss(self, model: torch.nn.Module, batch: Batch, weight: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        return self.consistency.loss(model, batch)
+
+    def finish(self) -> None:
+        self.transition.adopt_verdict()
+
+    def verdict_columns(self) -> dict[str, np.ndarray]:
+        return dict(self.transition.columns)
+
+    def save(self, directory: str) -> None:
+        super().save(directory)
+        self.consistency.save(directory)
+
+    def load(self, directory: str) -> None:
+        super().load(directory)
+        self.consistency.load(directory)
