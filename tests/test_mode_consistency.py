@@ -1,0 +1,125 @@
+"""selection_mode consistency: transition's loss on the weak view plus a teacher's target learnt on a strong view."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import augmented, joint_data, make_trainer, training_batch
+
+from sspa_hf.model.modeling_sspa import expert_cross_entropy, transition_nll
+from sspa_hf.modes.consistency import CONSISTENCY_STATE
+from sspa_hf.training.arguments import SSPATrainingArguments
+
+
+def _trainer(tmp_path, **settings):
+    train_set, _ = joint_data(120, 120)
+    trainer = make_trainer(tmp_path, train_set, k=1, selection_mode="consistency", **settings)
+    with torch.no_grad():
+        trainer.model.standard_transition.normal_()
+    return trainer
+
+
+def _expected(trainer, batch, *, hard: bool, threshold: float = 0.0, aligned: torch.Tensor | None = None):
+    """The per-sample loss written out: both views through the model in eval mode (no batch statistics)."""
+    model, labels, is_target = trainer.model, batch["labels"], batch["is_target"]
+    with torch.no_grad():
+        weak = model(pixel_values=batch["pixel_values"])
+        strong = model(pixel_values=batch["strong_pixel_values"])
+    supervised = torch.where(
+        is_target, expert_cross_entropy(weak.expert_logits, labels), transition_nll(weak.auxiliary_log_probs, labels)
+    )
+    log_m = torch.log_softmax(model.standard_transition.float(), dim=0)
+    q = torch.softmax(weak.logits.log_softmax(1) + log_m[labels], dim=1)
+    if aligned is not None:
+        q = torch.nn.functional.normalize(q * aligned, p=1, dim=1)
+    log_p = strong.expert_logits.log_softmax(-1)[:, 0]
+    if hard:
+        confidence, target = q.max(1)
+        consistency = -log_p.gather(1, target[:, None]).squeeze(1) * (confidence >= threshold)
+    else:
+        consistency = -(q * log_p).sum(1)
+    return supervised + torch.where(is_target, 0.0, consistency), q
+
+
+@pytest.mark.parametrize("targets", ["hard", "soft"])
+def test_auxiliary_faces_learn_the_teachers_posterior_through_m_on_the_strong_view(tmp_path, targets):
+    trainer = _trainer(tmp_path, consistency_targets=targets, consistency_threshold=0.3, distribution_alignment=False)
+    batch = augmented(trainer, training_batch(trainer, list(range(100, 140))))  # 20 target, 20 auxiliary rows
+    assert not torch.equal(batch["pixel_values"], batch["strong_pixel_values"])
+    model = trainer.model.eval()
+    per_sample, _ = trainer.mode.loss(model, batch, torch.ones(40))
+    expected, q = _expected(trainer, batch, hard=targets == "hard", threshold=0.3)
+    torch.testing.assert_close(per_sample.detach(), expected, rtol=1e-5, atol=1e-6)
+    if targets == "hard":  # the mask is exercised: some auxiliary faces below the threshold, some above
+        confident = q[20:].max(1).values >= 0.3
+        assert bool(confident.any()) and not bool(confident.all())
+
+
+def test_distribution_alignment_moves_the_targets_towards_the_target_prior(tmp_path):
+    trainer = _trainer(tmp_path, consistency_targets="soft")
+    part = trainer.mode.consistency
+    batch = augmented(trainer, training_batch(trainer, list(range(100, 140))))
+    log_p = torch.zeros(40, 7)  # a teacher without an opinion: the targets are M's columns for each label
+    before = part.mean_target.clone()
+    targets = part.targets(log_p, batch)
+    torch.testing.assert_close(targets.sum(1), torch.ones(40))
+    assert torch.equal(targets[:20], torch.nn.functional.one_hot(batch["labels"][:20], 7).float())  # target faces
+    trainer.args.distribution_alignment = False
+    raw = part.targets(log_p, batch)[20:]
+    assert not torch.equal(part.mean_target, before)  # the running mean saw this batch's auxiliary targets
+    expected = torch.nn.functional.normalize(raw * (part.prior / part.mean_target), p=1, dim=1)
+    torch.testing.assert_close(targets[20:], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ema_teacher_moves_once_per_step_and_comes_back_from_a_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, teacher_ema=0.9, consistency_on_target=True)
+    part, model = trainer.mode.consistency, trainer.model.train()
+    batch = augmented(trainer, training_batch(trainer, list(range(100, 132))))
+    trainer.mode.loss(model, batch, torch.ones(32))
+    start = {k: v.clone() for k, v in part.teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    trainer.mode.loss(model, batch, torch.ones(32))  # the same step: the teacher stays
+    assert all(torch.equal(part.teacher.state_dict()[k], v) for k, v in start.items())
+    trainer.state.global_step += 1
+    trainer.mode.loss(model, batch, torch.ones(32))
+    name, first = next(iter(model.named_parameters()))
+    moved = part.teacher.state_dict()[name]
+    torch.testing.assert_close(moved, 0.9 * start[name] + 0.1 * first.detach())
+    trainer.mode.save(str(tmp_path))
+    other = _trainer(tmp_path / "other", teacher_ema=0.9)
+    other.mode.load(str(tmp_path))
+    assert other.mode.consistency.teacher_step == part.teacher_step
+    assert torch.equal(other.mode.consistency.mean_target, part.mean_target)
+    for key, value in part.teacher.state_dict().items():
+        assert torch.equal(other.mode.consistency.teacher.state_dict()[key], value)
+    (tmp_path / CONSISTENCY_STATE).unlink()
+    with pytest.raises(Exception, match=CONSISTENCY_STATE):
+        other.mode.load(str(tmp_path))
+
+
+def test_consistency_settings_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="consistency_targets must be one of"):
+        SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="consistency", consistency_targets="fuzzy")
+    with pytest.raises(ValueError, match=r"teacher_ema must be in \[0, 1\)"):
+        SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="consistency", teacher_ema=1.0)
+    with pytest.raises(ValueError, match="train_augmentation must be one of"):
+        SSPATrainingArguments(output_dir=str(tmp_path), train_augmentation="medium")
+
+
+@pytest.mark.slow
+def test_consistency_trains_end_to_end_and_resumes_bit_for_bit(tmp_path):
+    train_set, _ = joint_data(64, 64)
+    common = {"selection_mode": "consistency", "num_train_epochs": 2, "teacher_ema": 0.5, "k": 1}
+    full = make_trainer(tmp_path / "full", train_set, save_strategy="no", **common)
+    full.train()
+    first = make_trainer(tmp_path / "part", train_set, save_strategy="epoch", **common)
+    first.train()
+    checkpoint = sorted((tmp_path / "part" / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    assert (checkpoint / CONSISTENCY_STATE).is_file()
+    resumed = make_trainer(tmp_path / "part", train_set, save_strategy="no", **common)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(full.mode.consistency.mean_target, resumed.mode.consistency.mean_target)
