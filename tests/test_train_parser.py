@@ -91,10 +91,11 @@ def test_recipe_mistakes_are_one_line_errors(tmp_path, capsys, content, needle):
 
 @pytest.mark.parametrize("recipe", sorted((RECIPES / "beyond").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_beyond_recipe_is_the_paper_recipe_it_extends_in_a_mode_of_ours(recipe):
-    """beyond/X.yaml is paper/X.yaml in transition, beyond/X_transition_pam.yaml paper/X.yaml in transition_pam."""
+    """beyond/X.yaml is paper/X.yaml in transition, beyond/X_MODE.yaml paper/X.yaml in MODE (transition_pam,
+    consistency)."""
     model, data, train = parse_arguments([str(recipe)])
-    mode = "transition_pam" if recipe.stem.endswith("_transition_pam") else "transition"
-    name = recipe.relative_to(RECIPES / "beyond").with_name(recipe.name.replace("_transition_pam", ""))
+    mode = next((m for m in ("transition_pam", "consistency") if recipe.stem.endswith(f"_{m}")), "transition")
+    name = recipe.relative_to(RECIPES / "beyond").with_name(recipe.name.replace(f"_{mode}", ""))
     paper_model, paper_data, paper_train = parse_arguments([str(RECIPES / "paper" / name)])
     assert (train.selection_mode, model.num_experts, paper_train.selection_mode) == (mode, 1, "paper")
     assert data == paper_data and model.backbone == paper_model.backbone
