@@ -66,7 +66,8 @@ def pct(values: list[float]) -> str:
 
 
 def metrics_table(runs: dict[str, list[Path]]) -> str:
-    head = "| arm | seeds | accuracy | macro P | macro R | macro F1 | " + " | ".join(f"R {n}" for n in EXPRESSIONS)
+    head = "| arm | seeds | accuracy | macro P | mean-class acc. | macro F1 | "
+    head += " | ".join(f"R {n}" for n in EXPRESSIONS)
     lines = [head + " | min/run |", "|" + "---|" * (7 + len(EXPRESSIONS))]
     for arm, folders in runs.items():
         metrics = [read_eval_metrics(f) for f in folders]
@@ -203,7 +204,7 @@ def gap_closure(runs: dict[str, list[Path]]) -> str:
 INTERVAL_COLUMNS = [
     ("accuracy", "accuracy", None),
     ("macro F1", "macro_f1", None),
-    ("macro R", "macro_recall", None),
+    ("mean-class acc.", "macro_recall", None),
     ("macro F1 w/o disgust", "macro_f1", [c for c, n in enumerate(EXPRESSIONS) if n != "disgust"]),
 ]
 

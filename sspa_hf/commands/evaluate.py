@@ -26,8 +26,8 @@ PROG = "sspa-eval"
 
 DESCRIPTION = """\
 Evaluate a trained model on one split of a dataset: batched inference with the model's own saved image
-processor (the same preprocessing as pipeline()), then accuracy, macro precision, macro recall, macro F1
-(mean of per-class F1, Eq. 12 of the paper), per-class scores and the confusion matrix.
+processor (the same preprocessing as pipeline()), then accuracy, macro precision, mean-class accuracy (macro
+recall), macro F1 (mean of per-class F1, Eq. 12 of the paper), per-class scores and the confusion matrix.
 
 MODEL is a model folder (written by sspa-train or save_pretrained) or a Hub id. DATASET-SPEC is
 FORMAT:PATH[?key=value&...] (e.g. rafdb:/data/RAF-DB/basic, imagefolder:/data/faces) or a folder written

@@ -185,7 +185,7 @@ def format_summary(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
         *([warning] if warning else []),
         f"accuracy         {100 * metrics['accuracy']:6.2f} %",
         f"macro precision  {100 * metrics['macro_precision']:6.2f} %",
-        f"macro recall     {100 * metrics['macro_recall']:6.2f} %",
+        f"mean-class acc.  {100 * metrics['macro_recall']:6.2f} %  (macro recall)",
         f"macro F1         {100 * metrics['macro_f1']:6.2f} %",
     ]
     if absent:

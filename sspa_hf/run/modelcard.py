@@ -31,7 +31,7 @@ TAGS = ["sspa-jt", "facial-expression-recognition", "image-classification"]
 SUMMARY = (
     ("accuracy", "accuracy", "Accuracy (Eq. 9)"),
     ("macro_precision", "precision", "Macro precision (Eq. 10)"),
-    ("macro_recall", "recall", "Macro recall (Eq. 11)"),
+    ("macro_recall", "recall", "Mean-class accuracy (macro recall, Eq. 11)"),
     ("macro_f1", "f1", "Macro F1 (Eq. 12, mean of per-class F1)"),
 )
 BACKBONES = {"resnet": "ResNet (global average-pooled feature)", "arm": "ARM (ResNet + de-albino + affinity)"}
