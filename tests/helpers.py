@@ -2,8 +2,8 @@
 
 Test files import from here, never from each other (conftest.py puts this folder on sys.path). Sections: sspa-train
 runs (RECIPES, QUICKSTART, TINY_FLAGS, TINY_BACKBONE, one_line_error), SSPATrainer (TINY, joint_data, make_trainer,
-training_batch, run_two_processes, label_table), and tiny fixture trees in each real dataset layout (real file
-names, CSV headers and label codes, generated pixels).
+training_batch, run_two_processes on two processes or two machines, label_table), and tiny fixture trees in each real
+dataset layout (real file names, CSV headers and label codes, generated pixels).
 """
 
 from __future__ import annotations
@@ -192,13 +192,71 @@ def launch_two_processes(*arguments: str, port_offset: int = 0) -> subprocess.Co
     return result
 
 
-def run_two_processes(tmp_path: Path, *flags: str) -> list[dict[str, torch.Tensor]]:
-    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes; each rank's final state."""
+def launch_two_machines(*arguments: str) -> list[subprocess.CompletedProcess]:
+    """recipes/accelerate_configs/multi_node.yaml launched as two machines on this host: `--machine_rank` 0 and 1,
+    one CPU (gloo) process each, node 0 at 127.0.0.1 on a free port, float32 (the flags override the file's address,
+    port, process count and bf16). ARGUMENTS as launch_two_processes. Asserts exit status 0 on both; each machine's
+    result. A machine that fails ends the other (it would wait for its peer until the rendezvous times out)."""
+    import contextlib
+    import os
+    import socket
+    import sys
+    import tempfile
+    import time
+
+    with socket.socket() as probe:  # the OS's free port; the launchers bind it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launch += [str(RECIPES / "accelerate_configs" / "multi_node.yaml"), "--num_machines", "2", "--num_processes", "2"]
+    launch += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no"]
+    commands = [[*launch, "--machine_rank", str(rank), *arguments] for rank in (0, 1)]
+    with contextlib.ExitStack() as files:
+        logs = [[files.enter_context(tempfile.TemporaryFile("w+")) for _ in ("stdout", "stderr")] for _ in commands]
+        machines = [
+            subprocess.Popen(command, stdout=out, stderr=err, env=env)
+            for command, (out, err) in zip(commands, logs, strict=True)
+        ]
+        deadline = time.monotonic() + 600
+        try:
+            while any(m.poll() is None for m in machines) and not any(m.poll() for m in machines):
+                assert time.monotonic() < deadline, "two-machine launch still running after 600 s"
+                time.sleep(0.2)
+        finally:
+            for machine in machines:  # SIGTERM: the launcher ends its training process, then itself
+                if machine.poll() is None:
+                    machine.terminate()
+            for machine in machines:
+                try:
+                    machine.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    machine.kill()
+                    machine.wait()
+        for log in logs:
+            for file in log:
+                file.seek(0)
+        results = [
+            subprocess.CompletedProcess(command, machine.returncode, out.read(), err.read())
+            for command, machine, (out, err) in zip(commands, machines, logs, strict=True)
+        ]
+    failed = [f"machine {rank}: {r.stderr[-2000:]}" for rank, r in enumerate(results) if r.returncode != 0]
+    assert not failed, "\n".join(failed)
+    return results
+
+
+def run_two_processes(tmp_path: Path, *flags: str, machines: bool = False) -> list[dict[str, torch.Tensor]]:
+    """tests/distributed_run.py under `accelerate launch` with two CPU (gloo) processes on one machine, or with
+    `machines`, one process on each of two machines (launch_two_machines); each rank's final state."""
     import torch
 
     script = Path(__file__).resolve().parent / "distributed_run.py"
-    result = launch_two_processes(str(script), str(tmp_path), *flags, port_offset=len(flags))
-    assert "find_unused_parameters" not in result.stderr  # DDP's per-rank warning: the flag is set correctly
+    if machines:
+        results = launch_two_machines(str(script), str(tmp_path), *flags)
+    else:
+        results = [launch_two_processes(str(script), str(tmp_path), *flags, port_offset=len(flags))]
+    for result in results:  # DDP's per-rank warning: the flag is set correctly
+        assert "find_unused_parameters" not in result.stderr
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 
