@@ -55,6 +55,22 @@ def test_auxiliary_faces_learn_the_teachers_posterior_through_m_on_the_strong_vi
         assert bool(confident.any()) and not bool(confident.all())
 
 
+def test_without_a_teacher_the_strong_view_learns_the_given_labels(tmp_path):
+    trainer = _trainer(tmp_path, consistency_targets="labels", consistency_on_target=True)
+    batch = augmented(trainer, training_batch(trainer, list(range(100, 140))))
+    per_sample, _ = trainer.mode.loss(trainer.model.eval(), batch, torch.ones(40))
+    labels, is_target = batch["labels"], batch["is_target"]
+    with torch.no_grad():
+        views = [trainer.model(pixel_values=batch[key]) for key in ("pixel_values", "strong_pixel_values")]
+    expected = sum(
+        torch.where(
+            is_target, expert_cross_entropy(v.expert_logits, labels), transition_nll(v.auxiliary_log_probs, labels)
+        )
+        for v in views
+    )
+    torch.testing.assert_close(per_sample.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_distribution_alignment_moves_the_targets_towards_the_target_prior(tmp_path):
     trainer = _trainer(tmp_path, consistency_targets="soft")
     part = trainer.mode.consistency

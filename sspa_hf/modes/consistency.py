@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
 CONSISTENCY_STATE = "consistency_state.safetensors"
-TARGETS = ("hard", "soft")
+TARGETS = ("hard", "soft", "labels")
 
 
 class Consistency:
@@ -115,6 +115,15 @@ class Consistency:
             self.mode.cross_entropy(weak_out, labels),
             self.transition.nll(weak_out, labels),
         )
+        if self.args.consistency_targets == "labels":  # the ablation: the given labels on the strong view, no teacher
+            strong_out, given = _rows(outputs, slice(size, None)), labels[rows]
+            per_face = torch.where(
+                batch["is_target"].to(labels.device)[rows],
+                self.mode.cross_entropy(strong_out, given),
+                self.transition.nll(strong_out, given),
+            )
+            consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
+            return supervised + self.args.consistency_weight * consistency, weak_out
         target = self.targets(self.teacher_log_probs(weak_out, weak), batch)[rows]
         log_p = outputs.expert_logits[size:].float().log_softmax(dim=-1)  # (R, k, C)
         if self.args.consistency_targets == "hard":

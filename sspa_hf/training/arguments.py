@@ -135,7 +135,8 @@ class SSPATrainingArguments(TrainingArguments):
             Weight of the strong view's loss beside the weak view's supervised one.
         consistency_targets (`str`, defaults to `"hard"`):
             `hard`: the target's argmax where its probability reaches `consistency_threshold` (FixMatch); `soft`:
-            the whole target distribution (Mean Teacher).
+            the whole target distribution (Mean Teacher); `labels`: no teacher, the strong view learns the given
+            label as the weak one does (the ablation that tells the teacher's part from the strong view's).
         consistency_threshold (`float`, defaults to `0.95`):
             The confidence a hard target needs.
         distribution_alignment (`bool`, defaults to `True`):
@@ -203,8 +204,8 @@ class SSPATrainingArguments(TrainingArguments):
     consistency_targets: str = field(
         default="hard",
         metadata={
-            "help": "selection_mode 'consistency': 'hard' (the target's argmax where confident, FixMatch) or 'soft' "
-            "(the whole target distribution, Mean Teacher)."
+            "help": "selection_mode 'consistency': 'hard' (the target's argmax where confident, FixMatch), 'soft' "
+            "(the whole target distribution, Mean Teacher) or 'labels' (no teacher: the given labels, the ablation)."
         },
     )
     consistency_threshold: float = field(
