@@ -150,11 +150,13 @@ def new_path(size: int) -> tuple[BatchAugment, Callable[[Mapping[str, Any]], dic
 
 @dataclasses.dataclass
 class Timing:
-    """One pass over a split: images/s of everything before the forward, and its two halves in ms per image."""
+    """One pass over a split: images per second of wall time and per second of this process's CPU time (the cost
+    on one core with 0 workers, whatever else runs on the machine), and the CPU ms per image of the two halves."""
 
     images_per_second: float
-    loader_ms: float  # waiting for the DataLoader (with 0 workers: decode + transform + collate)
-    apply_ms: float  # the device half (BatchAugment.apply); 0 for the old path
+    images_per_cpu_second: float  # with 0 workers: everything before the forward, on this process's core
+    loader_ms: float  # CPU ms per image in the DataLoader's next() (with 0 workers: decode + transform + collate)
+    apply_ms: float  # CPU ms per image of the device half (BatchAugment.apply); 0 for the old path
 
 
 def throughput(split: datasets.Dataset, transform, workers: int, batch_size: int = 64, apply=None) -> Timing:
@@ -173,29 +175,22 @@ def throughput(split: datasets.Dataset, transform, workers: int, batch_size: int
     first = next(iter(loader))  # start workers, warm caches
     if apply is not None:
         apply(first)
-    images, waited, applied = 0, 0.0, 0.0
-    start = time.perf_counter()
-    for batch in _timed_iter(loader):
-        waited += batch.pop("_waited")
-        if apply is not None:
-            before = time.perf_counter()
-            batch = apply(batch)
-            applied += time.perf_counter() - before
-        images += len(batch["labels"])
-    total = time.perf_counter() - start
-    return Timing(images / total, 1e3 * waited / images, 1e3 * applied / images)
-
-
-def _timed_iter(loader: torch.utils.data.DataLoader):
-    """The loader's batches, each with the seconds spent waiting for it under "_waited"."""
+    images, loading, applying = 0, 0.0, 0.0
+    start, cpu_start = time.perf_counter(), time.process_time()
     iterator = iter(loader)
     while True:
-        before = time.perf_counter()
+        before = time.process_time()
         batch = next(iterator, None)
+        loaded = time.process_time()
+        loading += loaded - before
         if batch is None:
-            return
-        batch["_waited"] = time.perf_counter() - before
-        yield batch
+            break
+        if apply is not None:
+            batch = apply(batch)
+            applying += time.process_time() - loaded
+        images += len(batch["labels"])
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return Timing(images / wall, images / cpu, 1e3 * loading / images, 1e3 * applying / images)
 
 
 def bit_identical(split: datasets.Dataset, size: int, n: int = 64) -> bool:
@@ -250,26 +245,35 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.rounds):
             for name, split, transform, apply, workers, batch_size in arms:
                 timings[name].append(throughput(split, transform, workers, batch_size, apply))
+                last = timings[name][-1]
                 print(
-                    f"round {round_index + 1} {timings[name][-1].images_per_second:8.1f} images/s  {name}", flush=True
+                    f"round {round_index + 1} {last.images_per_second:7.1f} images/s"
+                    f" {last.images_per_cpu_second:7.1f} per CPU-s  {name}",
+                    flush=True,
                 )
-        for name, *_ in arms:
-            speeds = [t.images_per_second for t in timings[name]]
-            rows.append((name, "images/s", statistics.median(speeds)))
-            rounds[name] = speeds
-            if ", new: " in name:
-                old_name = name.replace("new: BatchAugment", "old: per-sample PIL TrainAugment")
-                ratio = statistics.median(speeds) / statistics.median(t.images_per_second for t in timings[old_name])
-                rows.append((name.replace("new: BatchAugment", "new / old"), "x", ratio))
-                if ", 0 workers" in name:
-                    halves = (
-                        ("worker half (decode + draw + uint8 collate)", [t.loader_ms for t in timings[name]]),
-                        ("device half (BatchAugment.apply, on the CPU)", [t.apply_ms for t in timings[name]]),
+        for name, _, _, apply, workers, _ in arms:
+            measures = [("images/s", "images_per_second")]
+            if workers == 0:  # the main process does all the work: its CPU time is the cost on one core
+                measures.append(("images per CPU-second", "images_per_cpu_second"))
+            for unit, field in measures:
+                values = [getattr(t, field) for t in timings[name]]
+                rows.append((name, unit, statistics.median(values)))
+                rounds[f"{name} [{unit}]"] = values
+                if apply is not None:
+                    old_name = name.replace("new: BatchAugment", "old: per-sample PIL TrainAugment")
+                    old_median = statistics.median(getattr(t, field) for t in timings[old_name])
+                    rows.append(
+                        (name.replace("new: BatchAugment", "new / old"), f"x ({unit})", rows[-1][2] / old_median)
                     )
-                    for half, values in halves:
-                        half_name = name.replace("new: BatchAugment", f"new, {half}")
-                        rows.append((half_name, "ms/image", statistics.median(values)))
-                        rounds[half_name] = values
+            if apply is not None and workers == 0:
+                halves = (
+                    ("worker half (decode + draw + uint8 collate)", [t.loader_ms for t in timings[name]]),
+                    ("device half (BatchAugment.apply, on the CPU)", [t.apply_ms for t in timings[name]]),
+                )
+                for half, values in halves:
+                    half_name = name.replace("new: BatchAugment", f"new, {half}")
+                    rows.append((half_name, "CPU ms/image", statistics.median(values)))
+                    rounds[f"{half_name} [CPU ms/image]"] = values
         same = all(bit_identical(split, size) for split, size in ((jpeg, 224), (png, 48), (png, 224)))
         rows.append(
             (
@@ -351,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(
             json.dumps(
                 [
-                    {"name": n, "unit": u, "value": v, **({"rounds": rounds[n]} if n in rounds else {})}
+                    {
+                        "name": n,
+                        "unit": u,
+                        "value": v,
+                        **({"rounds": rounds[k]} if (k := f"{n} [{u}]") in rounds else {}),
+                    }
                     for n, u, v in rows
                 ],
                 indent=2,
