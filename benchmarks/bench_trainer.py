@@ -14,7 +14,8 @@ alternating rounds (medians): plain, SSPA in the sample-selection stage (thresho
 the paired-augmentation stage (a realistic partition: 30 % of the auxiliary samples noisy, so about 20 % of each
 batch is mixed), selection_mode "transition" (the learnt standard transition in the loss) and "transition_pam" after
 T_S (the same partition mixed by PAM, M on the kept auxiliary faces; its one verdict pass is inference, see
-bench_scale.py); the old input path (commit 39999ca's per-sample PIL `TrainAugment`, float faces from the workers,
+bench_scale.py), selection_mode "consistency" (transition plus a strong view of each auxiliary face through the
+model; `--arms sspa_transition sspa_consistency` times just those two); the old input path (commit 39999ca's per-sample PIL `TrainAugment`, float faces from the workers,
 through the plain Trainer); the model alone (forward + backward + step on one fixed batch); the data pipeline alone,
 old and new (decode + augment + collate, everything before the forward)."""
 
@@ -187,7 +188,8 @@ def time_arm(arm: str, args: argparse.Namespace, data, processor) -> Speed:
             callbacks=[timer],
         )
     else:
-        mode = {"sspa_transition": "transition", "sspa_transition_pam": "transition_pam"}.get(arm, "paper")
+        modes = {"sspa_transition": "transition", "sspa_transition_pam": "transition_pam"}
+        mode = {**modes, "sspa_consistency": "consistency"}.get(arm, "paper")
         trainer = SSPATrainer(
             model=model_for(args, transition=mode != "paper"),
             args=training_args(args, out, 40 if arm in ("sspa_selection", "sspa_transition_pam") else 0, mode),
@@ -269,6 +271,7 @@ ARMS = (
     "sspa_pairing",
     "sspa_transition",
     "sspa_transition_pam",
+    "sspa_consistency",
     "plain_old_path",
     "model_alone",
     "data_pipeline_new_path",
@@ -281,9 +284,9 @@ def run(args: argparse.Namespace) -> dict:
     also of this process's CPU time)."""
     data, description = joint_data(args.image_size)
     processor = make_image_processor(args.image_size, [0.5] * 3, [0.5] * 3)
-    speeds: dict[str, list[Speed]] = {arm: [] for arm in ARMS}
+    speeds: dict[str, list[Speed]] = {arm: [] for arm in args.arms}
     for round_index in range(args.rounds):
-        for arm in ARMS:
+        for arm in args.arms:
             speeds[arm].append(time_arm(arm, args, data, processor))
             wall, cpu = speeds[arm][-1]
             print(f"round {round_index + 1} {arm:22s} {wall:8.1f} img/s {cpu:8.1f} per CPU-s", flush=True)
@@ -303,20 +306,22 @@ def run(args: argparse.Namespace) -> dict:
         results[f"all_rounds{key}"] = {
             arm: [round(getattr(s, clock), 1) for s in values] for arm, values in speeds.items()
         }
-        results[f"ratios{key}"] = {
-            "selection_stage": round(median["sspa_selection"] / median["plain"], 3),
-            "pairing_stage": round(median["sspa_pairing"] / median["plain"], 3),
-            "transition_mode": round(median["sspa_transition"] / median["plain"], 3),
-            "transition_pam_after_t_s": round(median["sspa_transition_pam"] / median["plain"], 3),
-            "selection_stage_to_model_alone": round(median["sspa_selection"] / median["model_alone"], 3),
-            "plain_to_model_alone": round(median["plain"] / median["model_alone"], 3),
-            "plain_old_path_to_model_alone": round(median["plain_old_path"] / median["model_alone"], 3),
-            "plain_new_to_old_path": round(median["plain"] / median["plain_old_path"], 3),
-            "data_pipeline_new_to_old_path": round(
-                median["data_pipeline_new_path"] / median["data_pipeline_old_path"], 3
-            ),
+        ratios = {
+            "selection_stage": ("sspa_selection", "plain"),
+            "pairing_stage": ("sspa_pairing", "plain"),
+            "transition_mode": ("sspa_transition", "plain"),
+            "transition_pam_after_t_s": ("sspa_transition_pam", "plain"),
+            "consistency_to_transition": ("sspa_consistency", "sspa_transition"),
+            "selection_stage_to_model_alone": ("sspa_selection", "model_alone"),
+            "plain_to_model_alone": ("plain", "model_alone"),
+            "plain_old_path_to_model_alone": ("plain_old_path", "model_alone"),
+            "plain_new_to_old_path": ("plain", "plain_old_path"),
+            "data_pipeline_new_to_old_path": ("data_pipeline_new_path", "data_pipeline_old_path"),
         }
-        if clock == "wall":
+        results[f"ratios{key}"] = {
+            name: round(median[a] / median[b], 3) for name, (a, b) in ratios.items() if a in median and b in median
+        }
+        if clock == "wall" and {"sspa_selection", "sspa_pairing"} <= median.keys():
             sspa_speed = (median["sspa_selection"] + median["sspa_pairing"]) / 2
             results["projected_hours_rafdb_affectnet10_80_epochs"] = round(PAPER_RUN_IMAGES / sspa_speed / 3600, 2)
     return results
@@ -337,6 +342,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here (after each model)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="the arms to time (default all)")
     args = parser.parse_args()
     if args.preset == "gpu":
         args.image_size, args.batch_size, args.bf16, args.channels_last = 224, 128, True, True
