@@ -16,8 +16,9 @@ batch is mixed), selection_mode "transition" (the learnt standard transition in 
 T_S (the same partition mixed by PAM, M on the kept auxiliary faces; its one verdict pass is inference, see
 bench_scale.py), selection_mode "consistency" (transition plus a strong view of each auxiliary face through the
 model; `--arms sspa_transition sspa_consistency` times just those two); the old input path (commit 39999ca's
-per-sample PIL `TrainAugment`, float faces from the workers, through the plain Trainer); the model alone (forward + backward + step on one fixed batch); the data pipeline alone,
-old and new (decode + augment + collate, everything before the forward)."""
+per-sample PIL `TrainAugment`, float faces from the workers, through the plain Trainer); the model alone (forward +
+backward + step on one fixed batch); the data pipeline alone, old and new (decode + augment + collate, everything
+before the forward)."""
 
 from __future__ import annotations
 
