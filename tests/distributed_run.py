@@ -1,8 +1,11 @@
 """Run by test_trainer.py under `accelerate launch` with two CPU processes: train, then dump each rank's state.
 
-`distributed_run.py OUT [--sync | --transition] [--selection-stage]`: with --sync, sync_batch_stats is on and every
-PA-stage allocation is recorded (this process's clean histogram, noisy count and the share of Eq. 8 it used); with
---transition, the run is selection_mode transition and the learnt matrix and the verdict are dumped too. With
+`distributed_run.py OUT [--sync | --transition | --consistency] [--selection-stage]`: with --sync, sync_batch_stats
+is on and every PA-stage allocation is recorded (this process's clean histogram, noisy count and the share of Eq. 8
+it used); with
+--transition, the run is selection_mode transition and the learnt matrix and the verdict are dumped too; with
+--consistency, selection_mode consistency with an EMA teacher, and the weights, the teacher and the running mean of
+the targets are dumped. With
 --selection-stage, 117 samples (each epoch 3 global batches of 32 and one of 21), a global batch of 32 however many
 processes share it, only the selection stage (3 epochs), and the weights and every training batch's step,
 sample_index and per-sample pixel sums are dumped as well: run as plain `python` (one process) it is the reference
@@ -26,13 +29,15 @@ from sspa_hf.training.trainer import SSPATrainer
 TINY = {"layer_type": "basic", "depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64], "embedding_size": 8}
 
 
-def main(out: Path, sync: bool = False, transition: bool = False, selection_stage: bool = False) -> None:
+def main(
+    out: Path, sync: bool = False, transition: bool = False, selection_stage: bool = False, consistency: bool = False
+) -> None:
     sizes = (64, 53) if selection_stage else (51, 50)
     target = load_source(f"synthetic:?role=target&n={sizes[0]}")
     auxiliary = load_source(f"synthetic:?role=auxiliary&n={sizes[1]}")
     train_set = build_joint(target["train"], auxiliary["train"], seed=0)
     torch.manual_seed(0)
-    extra = {"num_experts": 1, "standard_transition": True} if transition else {}
+    extra = {"num_experts": 1, "standard_transition": True} if transition or consistency else {}
     model = SSPAForImageClassification(SSPAConfig(backbone_config=TINY, image_size=48, **extra))
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     args = SSPATrainingArguments(
@@ -49,7 +54,8 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         disable_tqdm=True,
         seed=1,
         sync_batch_stats=sync,
-        selection_mode="transition" if transition else "paper",
+        selection_mode="consistency" if consistency else "transition" if transition else "paper",
+        teacher_ema=0.5 if consistency else 0.0,
     )
     trainer = SSPATrainer(
         model=model, args=args, train_dataset=train_set, processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3)
@@ -85,6 +91,12 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
         state["standard_transition"] = trainer.accelerator.unwrap_model(trainer.model).standard_transition.detach()
         state.update({k: torch.as_tensor(v) for k, v in trainer.mode.transition.columns.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
+    if consistency:
+        part = trainer.mode.consistency
+        state["mean_target"] = part.mean_target.clone()
+        state.update({f"teacher/{k}": v.detach().clone() for k, v in part.teacher.state_dict().items()})
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        state.update({f"weights/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     if selection_stage:
         state["seen"] = torch.cat(seen)  # (rows, [step, sample_index, pixel sum]), in the order trained
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -95,4 +107,10 @@ def main(out: Path, sync: bool = False, transition: bool = False, selection_stag
 
 if __name__ == "__main__":
     flags = sys.argv[2:]
-    main(Path(sys.argv[1]), "--sync" in flags, "--transition" in flags, "--selection-stage" in flags)
+    main(
+        Path(sys.argv[1]),
+        "--sync" in flags,
+        "--transition" in flags,
+        "--selection-stage" in flags,
+        consistency="--consistency" in flags,
+    )

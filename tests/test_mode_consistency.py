@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import augmented, joint_data, make_trainer, training_batch
+from helpers import augmented, joint_data, make_trainer, run_two_processes, training_batch
 
 from sspa_hf.model.modeling_sspa import expert_cross_entropy, transition_nll
 from sspa_hf.modes.consistency import CONSISTENCY_STATE
@@ -139,3 +139,14 @@ def test_consistency_trains_end_to_end_and_resumes_bit_for_bit(tmp_path):
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(full.mode.consistency.mean_target, resumed.mode.consistency.mean_target)
+
+
+@pytest.mark.slow
+def test_two_processes_hold_one_teacher_and_one_running_mean_of_the_targets(tmp_path):
+    states = run_two_processes(tmp_path, "--consistency")
+    assert int(states[0]["world_size"]) == 2
+    for name, value in states[0].items():  # the alignment's mean is reduced over processes; the teacher follows DDP
+        if name.startswith("weights/") and "running_" in name:
+            continue  # each process's last BatchNorm update is its own (DDP broadcasts them at the next forward)
+        assert torch.equal(states[1][name], value), name
+    assert not torch.allclose(states[0]["mean_target"], torch.full((7,), 1 / 7))  # it moved

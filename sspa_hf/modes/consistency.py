@@ -84,7 +84,7 @@ class Consistency:
             return self.teacher(pixel_values=weak).logits.float().log_softmax(dim=1)
 
     def _move_teacher(self) -> None:
-        """Once per optimiser step: teacher <- d teacher + (1 - d) student (buffers copied)."""
+        """Once per optimiser step: teacher <- d teacher + (1 - d) student (buffers copied, from the first process)."""
         step = self.trainer.state.global_step
         student = self._unwrapped()
         if self.teacher is None:
@@ -96,6 +96,9 @@ class Consistency:
                     mine.mul_(decay).add_(theirs.detach(), alpha=1.0 - decay)
                 for mine, theirs in zip(self.teacher.buffers(), student.buffers(), strict=True):
                     mine.copy_(theirs)
+        if self.trainer.accelerator.num_processes > 1:  # BatchNorm statistics are each process's own: take rank 0's
+            for buffer in self.teacher.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         self.teacher_step = step
 
     # ----- loss -----
