@@ -1,7 +1,7 @@
 """SSPATrainer against a plain `transformers.Trainer` and the model alone: training throughput, one run.
 
     python benchmarks/bench_trainer.py                      # FERPlus benchmark data if prepared, else generated faces
-    python benchmarks/bench_trainer.py --steps 60 --rounds 3 --image-size 48
+    python benchmarks/bench_trainer.py --steps 60 --rounds 3 --image_size 48
     python benchmarks/bench_trainer.py --preset gpu         # ResNet-18 and ARM, 224 px, batch 128, bf16, channels_last
 
 The GPU preset also projects the wall time of the paper's RAF-DB + 10 % AffectNet run (80 epochs of
@@ -334,8 +334,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per timed run")
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=48)
     parser.add_argument("--backbone", default="resnet", choices=["resnet", "arm"])
     parser.add_argument("--depths", type=int, nargs=4, default=[1, 1, 1, 1])
     parser.add_argument("--hidden-sizes", type=int, nargs=4, default=[32, 64, 128, 256])

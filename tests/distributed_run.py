@@ -4,8 +4,7 @@
 is on and every PA-stage allocation is recorded (this process's clean histogram, noisy count and the share of Eq. 8
 it used); with
 --transition, the run is selection_mode transition and the learnt matrix and the verdict are dumped too; with
---consistency, selection_mode consistency with an EMA teacher, and the weights, the teacher and the running mean of
-the targets are dumped. With
+--consistency, selection_mode consistency, and the weights and the running mean of the targets are dumped. With
 --selection-stage, 117 samples (each epoch 3 global batches of 32 and one of 21), a global batch of 32 however many
 processes share it, only the selection stage (3 epochs), and the weights and every training batch's step,
 sample_index and per-sample pixel sums are dumped as well: run as plain `python` (one process) it is the reference
@@ -55,7 +54,6 @@ def main(
         seed=1,
         sync_batch_stats=sync,
         selection_mode="consistency" if consistency else "transition" if transition else "paper",
-        teacher_ema=0.5 if consistency else 0.0,
     )
     trainer = SSPATrainer(
         model=model, args=args, train_dataset=train_set, processing_class=make_image_processor(48, [0.5] * 3, [0.5] * 3)
@@ -92,9 +90,7 @@ def main(
         state.update({k: torch.as_tensor(v) for k, v in trainer.mode.transition.columns.items()})
         state["labels"] = torch.as_tensor(np.asarray(train_set["label"]))
     if consistency:
-        part = trainer.mode.consistency
-        state["mean_target"] = part.mean_target.clone()
-        state.update({f"teacher/{k}": v.detach().clone() for k, v in part.teacher.state_dict().items()})
+        state["mean_target"] = trainer.mode.consistency.mean_target.clone()
         model = trainer.accelerator.unwrap_model(trainer.model)
         state.update({f"weights/{k}": v.detach().clone() for k, v in model.state_dict().items()})
     if selection_stage:

@@ -7,7 +7,7 @@ import torch
 from helpers import augmented, joint_data, make_trainer, run_two_processes, training_batch
 
 from sspa_hf.model.modeling_sspa import expert_cross_entropy, transition_nll
-from sspa_hf.modes.consistency import CONSISTENCY_STATE
+from sspa_hf.run.folder import CONSISTENCY_STATE
 from sspa_hf.training.arguments import SSPATrainingArguments
 
 
@@ -87,29 +87,16 @@ def test_distribution_alignment_moves_the_targets_towards_the_target_prior(tmp_p
     torch.testing.assert_close(targets[20:], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_an_ema_teacher_moves_once_per_step_and_comes_back_from_a_checkpoint(tmp_path):
-    trainer = _trainer(tmp_path, teacher_ema=0.9, consistency_on_target=True)
-    part, model = trainer.mode.consistency, trainer.model.train()
+def test_the_running_mean_of_the_targets_comes_back_from_a_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path)
     batch = augmented(trainer, training_batch(trainer, list(range(100, 132))))
-    trainer.mode.loss(model, batch, torch.ones(32))
-    start = {k: v.clone() for k, v in part.teacher.state_dict().items()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.5)
-    trainer.mode.loss(model, batch, torch.ones(32))  # the same step: the teacher stays
-    assert all(torch.equal(part.teacher.state_dict()[k], v) for k, v in start.items())
-    trainer.state.global_step += 1
-    trainer.mode.loss(model, batch, torch.ones(32))
-    name, first = next(iter(model.named_parameters()))
-    moved = part.teacher.state_dict()[name]
-    torch.testing.assert_close(moved, 0.9 * start[name] + 0.1 * first.detach())
+    trainer.mode.loss(trainer.model.train(), batch, torch.ones(32))
+    part = trainer.mode.consistency
+    assert not torch.equal(part.mean_target, torch.full((7,), 1 / 7))
     trainer.mode.save(str(tmp_path))
-    other = _trainer(tmp_path / "other", teacher_ema=0.9)
+    other = _trainer(tmp_path / "other")
     other.mode.load(str(tmp_path))
-    assert other.mode.consistency.teacher_step == part.teacher_step
     assert torch.equal(other.mode.consistency.mean_target, part.mean_target)
-    for key, value in part.teacher.state_dict().items():
-        assert torch.equal(other.mode.consistency.teacher.state_dict()[key], value)
     (tmp_path / CONSISTENCY_STATE).unlink()
     with pytest.raises(Exception, match=CONSISTENCY_STATE):
         other.mode.load(str(tmp_path))
@@ -118,8 +105,6 @@ def test_an_ema_teacher_moves_once_per_step_and_comes_back_from_a_checkpoint(tmp
 def test_consistency_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="consistency_targets must be one of"):
         SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="consistency", consistency_targets="fuzzy")
-    with pytest.raises(ValueError, match=r"teacher_ema must be in \[0, 1\)"):
-        SSPATrainingArguments(output_dir=str(tmp_path), selection_mode="consistency", teacher_ema=1.0)
     with pytest.raises(ValueError, match="train_augmentation must be one of"):
         SSPATrainingArguments(output_dir=str(tmp_path), train_augmentation="medium")
 
@@ -127,7 +112,7 @@ def test_consistency_settings_are_checked(tmp_path):
 @pytest.mark.slow
 def test_consistency_trains_end_to_end_and_resumes_bit_for_bit(tmp_path):
     train_set, _ = joint_data(64, 64)
-    common = {"selection_mode": "consistency", "num_train_epochs": 2, "teacher_ema": 0.5, "k": 1}
+    common = {"selection_mode": "consistency", "num_train_epochs": 2, "k": 1}
     full = make_trainer(tmp_path / "full", train_set, save_strategy="no", **common)
     full.train()
     first = make_trainer(tmp_path / "part", train_set, save_strategy="epoch", **common)
@@ -142,10 +127,10 @@ def test_consistency_trains_end_to_end_and_resumes_bit_for_bit(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_hold_one_teacher_and_one_running_mean_of_the_targets(tmp_path):
+def test_two_processes_hold_one_running_mean_of_the_targets(tmp_path):
     states = run_two_processes(tmp_path, "--consistency")
     assert int(states[0]["world_size"]) == 2
-    for name, value in states[0].items():  # the alignment's mean is reduced over processes; the teacher follows DDP
+    for name, value in states[0].items():  # the alignment's mean is reduced over processes
         if name.startswith("weights/") and "running_" in name:
             continue  # each process's last BatchNorm update is its own (DDP broadcasts them at the next forward)
         assert torch.equal(states[1][name], value), name

@@ -1,8 +1,8 @@
 """Ours: `transition`'s M, plus learning from every face's image: a teacher's target, a student on a strong view.
 
-`transition` reads each auxiliary label through the learnt M; this mode also asks the image. A teacher (the
-student itself without gradient, or an exponential moving average of it) gives each auxiliary face a target under
-the target's standard from its weak view, the posterior q(j) ~ p_teacher(j | weak) M[y, j]; distribution alignment
+`transition` reads each auxiliary label through the learnt M; this mode also asks the image. The teacher (the
+student itself, without gradient) gives each auxiliary face a target under the target's standard from its weak
+view, the posterior q(j) ~ p_teacher(j | weak) M[y, j]; distribution alignment
 scales the targets towards the target faces' class prior (ReMixMatch), so head classes' confident targets do not
 starve the tail; the student learns the target on a strongly augmented view of the same face, either the argmax
 where the target is confident (FixMatch) or the whole distribution (soft targets, as Mean Teacher). Target faces
@@ -11,7 +11,6 @@ keep their labels (docs/method.md).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +19,13 @@ import torch
 
 from ..data.augment import STRONG
 from ..errors import UserInputError
+from ..run.folder import CONSISTENCY_STATE
 from .base import USE_SELECTION, Batch, Knob, SelectionMode, refuse_without_selection
 from .transition import Transition
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
-CONSISTENCY_STATE = "consistency_state.safetensors"
 TARGETS = ("hard", "soft", "labels")
 
 
@@ -38,7 +37,6 @@ class Consistency:
         Knob("consistency_targets", None),
         Knob("consistency_threshold", None),
         Knob("distribution_alignment"),
-        Knob("teacher_ema", "teacher_ema (0: the student)"),
         Knob("consistency_on_target"),
     )
     views = {"strong": STRONG}
@@ -49,8 +47,6 @@ class Consistency:
         counts = np.bincount(selector.labels.numpy()[selector.is_target.numpy()], minlength=classes) + 1.0
         self.prior = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)  # pi: the target faces' classes
         self.mean_target = torch.full((classes,), 1.0 / classes)  # running mean of the unaligned targets
-        self.teacher: torch.nn.Module | None = None  # an EMA of the student (teacher_ema > 0)
-        self.teacher_step = -1  # the global step the teacher was last moved at
 
     # ----- targets -----
     def targets(self, log_p: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -74,32 +70,6 @@ class Consistency:
             self.mean_target = 0.99 * self.mean_target + 0.01 * batch_mean  # about the last 100 batches
         scale = (self.prior / self.mean_target).to(q.device)
         return torch.nn.functional.normalize(q * scale, p=1, dim=1)
-
-    def teacher_log_probs(self, outputs: Any, weak: torch.Tensor) -> torch.Tensor:
-        """log p_teacher(j | weak view), (B, C): the student's own prediction without gradient, or its EMA's."""
-        if self.args.teacher_ema <= 0:
-            return outputs.logits.detach().float().log_softmax(dim=1)
-        self._move_teacher()
-        with torch.no_grad():
-            return self.teacher(pixel_values=weak).logits.float().log_softmax(dim=1)
-
-    def _move_teacher(self) -> None:
-        """Once per optimiser step: teacher <- d teacher + (1 - d) student (buffers copied, from the first process)."""
-        step = self.trainer.state.global_step
-        student = self._unwrapped()
-        if self.teacher is None:
-            self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
-        elif step != self.teacher_step:
-            decay = self.args.teacher_ema
-            with torch.no_grad():
-                for mine, theirs in zip(self.teacher.parameters(), student.parameters(), strict=True):
-                    mine.mul_(decay).add_(theirs.detach(), alpha=1.0 - decay)
-                for mine, theirs in zip(self.teacher.buffers(), student.buffers(), strict=True):
-                    mine.copy_(theirs)
-        if self.trainer.accelerator.num_processes > 1:  # BatchNorm statistics are each process's own: take rank 0's
-            for buffer in self.teacher.buffers():
-                torch.distributed.broadcast(buffer, src=0)
-        self.teacher_step = step
 
     # ----- loss -----
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Any]:
@@ -127,7 +97,8 @@ class Consistency:
             )
             consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
             return supervised + self.args.consistency_weight * consistency, weak_out
-        target = self.targets(self.teacher_log_probs(weak_out, weak), batch)[rows]
+        teacher = weak_out.logits.detach().float().log_softmax(dim=1)  # the student itself, without gradient
+        target = self.targets(teacher, batch)[rows]
         log_p = outputs.expert_logits[size:].float().log_softmax(dim=-1)  # (R, k, C)
         if self.args.consistency_targets == "hard":
             confidence, hard = target.max(dim=1)
@@ -145,24 +116,15 @@ class Consistency:
     def save(self, directory: str) -> None:
         from safetensors.torch import save_file
 
-        tensors = {"mean_target": self.mean_target.contiguous()}
-        if self.teacher is not None:
-            tensors |= {f"teacher.{k}": v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
-        save_file(tensors, str(Path(directory) / CONSISTENCY_STATE), metadata={"step": str(self.teacher_step)})
+        save_file({"mean_target": self.mean_target.contiguous()}, str(Path(directory) / CONSISTENCY_STATE))
 
     def load(self, directory: str) -> None:
         path = Path(directory) / CONSISTENCY_STATE
         if not path.is_file():
-            raise UserInputError(f"{path} not found: a {self.mode.name} checkpoint keeps its teacher and targets")
-        from safetensors import safe_open
+            raise UserInputError(f"{path} not found: a {self.mode.name} checkpoint keeps its targets' running mean")
+        from safetensors.torch import load_file
 
-        with safe_open(str(path), "pt") as f:
-            self.mean_target = f.get_tensor("mean_target")
-            self.teacher_step = int(f.metadata()["step"])
-            teacher = {k.removeprefix("teacher."): f.get_tensor(k) for k in f.keys() if k.startswith("teacher.")}  # noqa: SIM118
-        if teacher:
-            self.teacher = copy.deepcopy(self._unwrapped()).eval().requires_grad_(False)
-            self.teacher.load_state_dict(teacher)
+        self.mean_target = load_file(str(path))["mean_target"]
 
 
 def _rows(outputs: Any, index: slice) -> Any:
@@ -201,8 +163,6 @@ class ConsistencyMode(SelectionMode):
         refuse_without_selection(cls, args)
         if args.consistency_targets not in TARGETS:
             raise ValueError(f"consistency_targets must be one of {TARGETS}, got {args.consistency_targets!r}")
-        if not 0.0 <= args.teacher_ema < 1.0:
-            raise ValueError(f"teacher_ema must be in [0, 1), got {args.teacher_ema}")
 
     def __init__(self, trainer: Trainer) -> None:
         super().__init__(trainer)

@@ -13,6 +13,7 @@ Written by `sspa-train` / `SSPATrainer` (the constant that names each file in br
 | `checkpoint-N/` | the Trainer's checkpoint (weights, optimizer, trainer state) + the selection state |
 | `selection_state.safetensors` (SELECTION_STATE) | in each checkpoint: thresholds, partition, p_i(y) for resuming |
 | `verdict_state.safetensors` (VERDICT_STATE) | selection_mode transition_pam, in checkpoints after T_S: its verdict |
+| `consistency_state.safetensors` (CONSISTENCY_STATE) | selection_mode consistency, in checkpoints: targets' mean |
 | `trainer_state.json` (TRAINER_STATE) | the Trainer's log history (also in each checkpoint) |
 | `model.safetensors`, `config.json`, `preprocessor_config.json`, `*.py` | the model (`auto_map` modelling code) |
 | `training_args.bin`, `train_results.json`, `eval_results.json`, `all_results.json` | the Trainer's own files |
@@ -55,6 +56,7 @@ LOCK = ".sspa-train.lock"
 STAGING = ".saving"  # not matched by transformers' `^checkpoint-(\d+)$`, so never taken for a checkpoint
 SELECTION_STATE = "selection_state.safetensors"
 VERDICT_STATE = "verdict_state.safetensors"
+CONSISTENCY_STATE = "consistency_state.safetensors"
 TRAINER_STATE = "trainer_state.json"
 SELECTION_TABLE = "selection.parquet"
 SELECTION_HISTORY = "selection_history.json"

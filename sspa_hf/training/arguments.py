@@ -141,9 +141,6 @@ class SSPATrainingArguments(TrainingArguments):
             The confidence a hard target needs.
         distribution_alignment (`bool`, defaults to `True`):
             Scale the targets towards the target faces' class prior (ReMixMatch).
-        teacher_ema (`float`, defaults to `0`):
-            0: the student itself (without gradient) gives the targets; d > 0: an exponential moving average of the
-            student with decay d.
         consistency_on_target (`bool`, defaults to `False`):
             Target faces learn their label on a strong view too.
 
@@ -203,28 +200,18 @@ class SSPATrainingArguments(TrainingArguments):
     )
     consistency_targets: str = field(
         default="hard",
-        metadata={
-            "help": "selection_mode 'consistency': 'hard' (the target's argmax where confident, FixMatch), 'soft' "
-            "(the whole target distribution, Mean Teacher) or 'labels' (no teacher: the given labels, the ablation)."
-        },
+        metadata={"help": "selection_mode 'consistency': hard (FixMatch), soft or labels (docs/method.md)."},
     )
     consistency_threshold: float = field(
         default=0.95, metadata={"help": "selection_mode 'consistency': the confidence a hard target needs."}
     )
     distribution_alignment: bool = field(
         default=True,
-        metadata={"help": "selection_mode 'consistency': scale the targets towards the target faces' class prior."},
-    )
-    teacher_ema: float = field(
-        default=0.0,
-        metadata={
-            "help": "selection_mode 'consistency': 0, the student itself (no gradient) gives the targets; d > 0, an "
-            "exponential moving average of the student with decay d."
-        },
+        metadata={"help": "selection_mode 'consistency': targets scaled towards the target prior."},
     )
     consistency_on_target: bool = field(
         default=False,
-        metadata={"help": "selection_mode 'consistency': target faces learn their label on a strong view."},
+        metadata={"help": "selection_mode 'consistency': target faces on a strong view too."},
     )
     selection_epochs: int = field(
         default=40, metadata={"help": "T_S: epochs of the sample-selection stage; the partition is frozen after."}
@@ -253,10 +240,7 @@ class SSPATrainingArguments(TrainingArguments):
     )
     train_augmentation: str = field(
         default="weak",
-        metadata={
-            "help": f"The training view: one of {tuple(VIEWS)} (weak: random crop and flip, the paper's; strong: also "
-            "colour, rotation and erasing)."
-        },
+        metadata={"help": "The training view: weak (crop, flip; the paper's) or strong (docs/datasets.md)."},
     )
     overwrite_output_dir: bool = field(
         default=False,
