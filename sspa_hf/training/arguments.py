@@ -120,8 +120,9 @@ class SSPATrainingArguments(TrainingArguments):
         > How the auxiliary labels are treated
 
         selection_mode (`str`, defaults to `"paper"`):
-            One of `sspa_hf.modes.MODES`, best first: `transition` and `transition_pam` (ours), `paper`, `cleanlab`,
-            `straight` (the naive merge). A mode warns once about the settings below that it does not read.
+            One of `sspa_hf.modes.MODES`, best first: `transition`, `consistency` and `transition_pam` (ours),
+            `paper`, `cleanlab`, `straight` (the naive merge). A mode warns once about the settings below that it does
+            not read.
         crossfit_folds (`int`, defaults to `2`):
             K of the cleanlab mode's cross-validation.
         prior_weight (`float`, defaults to `0`):
