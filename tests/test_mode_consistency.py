@@ -77,11 +77,11 @@ def test_distribution_alignment_moves_the_targets_towards_the_target_prior(tmp_p
     batch = augmented(trainer, training_batch(trainer, list(range(100, 140))))
     log_p = torch.zeros(40, 7)  # a teacher without an opinion: the targets are M's columns for each label
     before = part.mean_target.clone()
-    targets = part.targets(log_p, batch)
+    targets = part.teacher_targets(log_p, batch)
     torch.testing.assert_close(targets.sum(1), torch.ones(40))
     assert torch.equal(targets[:20], torch.nn.functional.one_hot(batch["labels"][:20], 7).float())  # target faces
     trainer.args.distribution_alignment = False
-    raw = part.targets(log_p, batch)[20:]
+    raw = part.teacher_targets(log_p, batch)[20:]
     assert not torch.equal(part.mean_target, before)  # the running mean saw this batch's auxiliary targets
     expected = torch.nn.functional.normalize(raw * (part.prior / part.mean_target), p=1, dim=1)
     torch.testing.assert_close(targets[20:], expected, rtol=1e-5, atol=1e-6)

@@ -49,7 +49,7 @@ class Consistency:
         self.mean_target = torch.full((classes,), 1.0 / classes)  # running mean of the unaligned targets
 
     # ----- targets -----
-    def targets(self, log_p: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def teacher_targets(self, log_p: torch.Tensor, batch: Batch) -> torch.Tensor:
         """(B, C) target-standard targets: auxiliary faces q ~ p(j) M[y, j], aligned; target faces one-hot."""
         labels, is_target = batch["labels"], batch["is_target"].to(log_p.device)
         log_m = torch.log_softmax(self._unwrapped().standard_transition.detach().float(), dim=0)  # columns P(y | j)
@@ -98,7 +98,7 @@ class Consistency:
             consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
             return supervised + self.args.consistency_weight * consistency, weak_out
         teacher = weak_out.logits.detach().float().log_softmax(dim=1)  # the student itself, without gradient
-        target = self.targets(teacher, batch)[rows]
+        target = self.teacher_targets(teacher, batch)[rows]
         log_p = outputs.expert_logits[size:].float().log_softmax(dim=-1)  # (R, k, C)
         if self.args.consistency_targets == "hard":
             confidence, hard = target.max(dim=1)
