@@ -88,26 +88,28 @@ class Consistency:
             self.mode.cross_entropy(weak_out, labels),
             self.transition.nll(weak_out, labels),
         )
+        per_face = self._strong_loss(outputs, size, rows, weak_out, batch)
+        consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
+        return supervised + self.args.consistency_weight * consistency, weak_out
+
+    def _strong_loss(self, outputs: Any, size: int, rows: torch.Tensor, weak_out: Any, batch: Batch) -> torch.Tensor:
+        """(R,) the loss of the strong views (rows `size`: of the forward pass) for the faces `rows` of the batch."""
+        labels = batch["labels"]
         if self.args.consistency_targets == "labels":  # the ablation: the given labels on the strong view, no teacher
             strong_out, given = _rows(outputs, slice(size, None)), labels[rows]
-            per_face = torch.where(
+            return torch.where(
                 batch["is_target"].to(labels.device)[rows],
                 self.mode.cross_entropy(strong_out, given),
                 self.transition.nll(strong_out, given),
             )
-            consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
-            return supervised + self.args.consistency_weight * consistency, weak_out
         teacher = weak_out.logits.detach().float().log_softmax(dim=1)  # the student itself, without gradient
         target = self.teacher_targets(teacher, batch)[rows]
         log_p = outputs.expert_logits[size:].float().log_softmax(dim=-1)  # (R, k, C)
         if self.args.consistency_targets == "hard":
             confidence, hard = target.max(dim=1)
             mask = (confidence >= self.args.consistency_threshold).to(log_p.dtype)
-            per_face = -log_p.gather(2, hard.view(-1, 1, 1).expand(-1, log_p.shape[1], 1)).squeeze(2).mean(1) * mask
-        else:
-            per_face = -(target[:, None, :] * log_p).sum(-1).mean(1)
-        consistency = torch.zeros_like(supervised).index_add(0, rows, per_face)
-        return supervised + self.args.consistency_weight * consistency, weak_out
+            return -log_p.gather(2, hard.view(-1, 1, 1).expand(-1, log_p.shape[1], 1)).squeeze(2).mean(1) * mask
+        return -(target[:, None, :] * log_p).sum(-1).mean(1)
 
     def _unwrapped(self) -> torch.nn.Module:
         return self.trainer.accelerator.unwrap_model(self.trainer.model)
@@ -128,7 +130,7 @@ class Consistency:
 
 
 def _rows(outputs: Any, index: slice) -> Any:
-    """The model outputs of some rows of the batch (the weak views)."""
+    """The model outputs of some rows of a forward pass (its weak views, or its strong ones)."""
     fields = {k: v[index] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in outputs.items()}
     return type(outputs)(**fields)
 
