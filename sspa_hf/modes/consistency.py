@@ -22,6 +22,7 @@ from ..errors import UserInputError
 from ..run.folder import CONSISTENCY_STATE
 from .base import USE_SELECTION, Batch, Knob, SelectionMode, refuse_without_selection
 from .transition import Transition
+from .transition_pam import class_log_prior
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
@@ -44,8 +45,8 @@ class Consistency:
     def __init__(self, mode: SelectionMode, transition: Transition) -> None:
         self.mode, self.trainer, self.args, self.transition = mode, mode.trainer, mode.args, transition
         selector, classes = mode.selector, mode.num_classes
-        counts = np.bincount(selector.labels.numpy()[selector.is_target.numpy()], minlength=classes) + 1.0
-        self.prior = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)  # pi: the target faces' classes
+        log_prior = class_log_prior(selector.labels.numpy()[selector.is_target.numpy()], classes)
+        self.prior = torch.as_tensor(np.exp(log_prior), dtype=torch.float32)  # pi: the target faces' classes
         self.mean_target = torch.full((classes,), 1.0 / classes)  # running mean of the unaligned targets
 
     # ----- targets -----
