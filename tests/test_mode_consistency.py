@@ -19,7 +19,7 @@ def _trainer(tmp_path, **settings):
     return trainer
 
 
-def _expected(trainer, batch, *, hard: bool, threshold: float = 0.0, aligned: torch.Tensor | None = None):
+def _expected(trainer, batch, *, hard: bool, threshold: float = 0.0, on_target: bool = False):
     """The per-sample loss written out: both views through the model in eval mode (no batch statistics)."""
     model, labels, is_target = trainer.model, batch["labels"], batch["is_target"]
     with torch.no_grad():
@@ -30,25 +30,31 @@ def _expected(trainer, batch, *, hard: bool, threshold: float = 0.0, aligned: to
     )
     log_m = torch.log_softmax(model.standard_transition.float(), dim=0)
     q = torch.softmax(weak.logits.log_softmax(1) + log_m[labels], dim=1)
-    if aligned is not None:
-        q = torch.nn.functional.normalize(q * aligned, p=1, dim=1)
+    q = torch.where(is_target[:, None], torch.nn.functional.one_hot(labels, q.shape[1]).float(), q)
     log_p = strong.expert_logits.log_softmax(-1)[:, 0]
     if hard:
         confidence, target = q.max(1)
         consistency = -log_p.gather(1, target[:, None]).squeeze(1) * (confidence >= threshold)
     else:
         consistency = -(q * log_p).sum(1)
-    return supervised + torch.where(is_target, 0.0, consistency), q
+    return supervised + torch.where(is_target & (not on_target), 0.0, consistency), q
 
 
+@pytest.mark.parametrize("on_target", [False, True])
 @pytest.mark.parametrize("targets", ["hard", "soft"])
-def test_auxiliary_faces_learn_the_teachers_posterior_through_m_on_the_strong_view(tmp_path, targets):
-    trainer = _trainer(tmp_path, consistency_targets=targets, consistency_threshold=0.3, distribution_alignment=False)
+def test_auxiliary_faces_learn_the_teachers_posterior_through_m_on_the_strong_view(tmp_path, targets, on_target):
+    trainer = _trainer(
+        tmp_path,
+        consistency_targets=targets,
+        consistency_threshold=0.3,
+        distribution_alignment=False,
+        consistency_on_target=on_target,
+    )
     batch = augmented(trainer, training_batch(trainer, list(range(100, 140))))  # 20 target, 20 auxiliary rows
     assert not torch.equal(batch["pixel_values"], batch["strong_pixel_values"])
     model = trainer.model.eval()
     per_sample, _ = trainer.mode.loss(model, batch, torch.ones(40))
-    expected, q = _expected(trainer, batch, hard=targets == "hard", threshold=0.3)
+    expected, q = _expected(trainer, batch, hard=targets == "hard", threshold=0.3, on_target=on_target)
     torch.testing.assert_close(per_sample.detach(), expected, rtol=1e-5, atol=1e-6)
     if targets == "hard":  # the mask is exercised: some auxiliary faces below the threshold, some above
         confident = q[20:].max(1).values >= 0.3

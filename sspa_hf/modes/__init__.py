@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # Best first, as measured on FERPlus (docs/RESULTS.md); `paper` stays the default, `straight` is the baseline.
 MODES: dict[str, type[SelectionMode]] = {
     mode.name: mode
-    for mode in (TransitionMode, ConsistencyMode, TransitionPamMode, PaperMode, CleanlabMode, StraightMode)
+    for mode in (ConsistencyMode, TransitionMode, TransitionPamMode, PaperMode, CleanlabMode, StraightMode)
 }
 
 

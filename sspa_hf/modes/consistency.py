@@ -6,7 +6,7 @@ view, the posterior q(j) ~ p_teacher(j | weak) M[y, j]; distribution alignment
 scales the targets towards the target faces' class prior (ReMixMatch), so head classes' confident targets do not
 starve the tail; the student learns the target on a strongly augmented view of the same face, either the argmax
 where the target is confident (FixMatch) or the whole distribution (soft targets, as Mean Teacher). Target faces
-keep their labels (docs/method.md).
+learn their own label on a strong view too (`consistency_on_target`; docs/method.md).
 """
 
 from __future__ import annotations
@@ -145,14 +145,16 @@ class ConsistencyMode(SelectionMode):
     name = "consistency"
     help = (
         "Ours: transition's M, and each face's image as a second source: a teacher's target-standard target from "
-        "a weak view (auxiliary faces: p(j) M[y, j], aligned to the target prior), learnt on a strong view."
+        "a weak view (auxiliary faces: p(j) M[y, j], aligned to the target prior; target faces: their label), "
+        "learnt on a strong view."
     )
     card = (
         "**This model was trained beyond the paper, in selection mode `consistency`:** as in `transition`, the "
         "model learnt a matrix M[y, j] = P(auxiliary label y | target class j) and read every auxiliary label "
         "through it; in addition each auxiliary face was given a target under the target's standard, its "
         "teacher's posterior p(j | weak view) M[y, j] aligned to the target faces' class prior, and the model "
-        'learnt it on a strongly augmented view of the face. "Kept" below means that an auxiliary label is the '
+        "learnt it on a strongly augmented view of the face (with `consistency_on_target`, the default, each "
+        'target face learnt its own label on one too). "Kept" below means that an auxiliary label is the '
         "most probable target class of its face under M[y, j] p(j | x)."
     )
     model_options = Transition.model_options
