@@ -14,7 +14,7 @@ alternating rounds (medians): plain, SSPA in the sample-selection stage (thresho
 the paired-augmentation stage (a realistic partition: 30 % of the auxiliary samples noisy, so about 20 % of each
 batch is mixed), selection_mode "transition" (the learnt standard transition in the loss) and "transition_pam" after
 T_S (the same partition mixed by PAM, M on the kept auxiliary faces; its one verdict pass is inference, see
-bench_scale.py), selection_mode "consistency" (transition plus a strong view of each auxiliary face through the
+bench_scale.py), selection_mode "consistency" (transition plus a strong view of every face through the
 model; `--arms sspa_transition sspa_consistency` times just those two); the old input path (commit 39999ca's
 per-sample PIL `TrainAugment`, float faces from the workers, through the plain Trainer); the model alone (forward +
 backward + step on one fixed batch); the data pipeline alone, old and new (decode + augment + collate, everything
