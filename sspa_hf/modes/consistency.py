@@ -144,9 +144,8 @@ def _summary(args: TrainingArguments) -> str:
 class ConsistencyMode(SelectionMode):
     name = "consistency"
     help = (
-        "Ours: transition's M, and each face's image as a second source: a teacher's target-standard target from "
-        "a weak view (auxiliary faces: p(j) M[y, j], aligned to the target prior; target faces: their label), "
-        "learnt on a strong view."
+        "Ours: transition, plus each face's image: a target-standard target (auxiliary faces: the weak view's "
+        "p(j) M[y, j], aligned to the target prior; target faces: their label) learnt on a strong view."
     )
     card = (
         "**This model was trained beyond the paper, in selection mode `consistency`:** as in `transition`, the "
