@@ -143,7 +143,7 @@ class SSPATrainingArguments(TrainingArguments):
         distribution_alignment (`bool`, defaults to `True`):
             Scale the targets towards the target faces' class prior (ReMixMatch).
         consistency_on_target (`bool`, defaults to `True`):
-            Target faces learn their label on a strong view too (off: only the auxiliary faces' strong views, 0.8x
+            Target faces learn their label on a strong view too (off: only the auxiliary faces' strong views, 0.85x
             the cost, about 1 point less accuracy and macro F1 on FERPlus: docs/RESULTS.md).
 
         > Sample selection (paper Section 3.2, Eq. 3-4)
